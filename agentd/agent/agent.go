@@ -1,0 +1,131 @@
+// Package agent is the agent's loop: wait for inbox rows under a lease, check
+// them, handle them, write the results to the outbox, ring the doorbell. It
+// runs inside the sandbox and trusts nothing but its session key.
+//
+// Today the handler is an echo (the model-backed loop comes with the model
+// proxy); the loop around it — leases, progress, doorbells — is final.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ironclaw/ironclaw/agentd/coord"
+	"github.com/ironclaw/ironclaw/agentd/inbox"
+	"github.com/ironclaw/ironclaw/agentd/outbox"
+	"github.com/ironclaw/ironclaw/agentd/queuedb"
+	"github.com/ironclaw/ironclaw/agentd/wire"
+)
+
+// Handler turns inbox rows into outbox bodies.
+type Handler func(ctx context.Context, rows []queuedb.Row) ([]wire.Body, error)
+
+// Loop is one agent's main loop.
+type Loop struct {
+	Inbox  *inbox.Reader
+	Outbox *outbox.Writer
+	Coord  *coord.Client
+	Handle Handler
+	Log    *slog.Logger
+	Batch  int           // rows per lease; 256 if zero
+	Wait   time.Duration // how long one lease request waits for rows; 25 s if zero
+}
+
+// Run loops until ctx ends or something fails. A failure ends the agent: the
+// daemon restarts it, and it resumes from its last recorded progress.
+func (l *Loop) Run(ctx context.Context) error {
+	err := l.run(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+func (l *Loop) run(ctx context.Context) error {
+	if l.Batch <= 0 {
+		l.Batch = 256
+	}
+	if l.Wait <= 0 {
+		l.Wait = 25 * time.Second
+	}
+	cursor, err := l.Outbox.Progress()
+	if err != nil {
+		return err
+	}
+	// Anything committed before a crash but not yet announced is announced
+	// now, so the daemon never waits on a doorbell that was lost.
+	if l.Outbox.Head() > 0 {
+		if _, err := l.Coord.OutboxCommitted(ctx, l.Outbox.Head()); err != nil {
+			return err
+		}
+	}
+	for ctx.Err() == nil {
+		rows, err := l.read(ctx, cursor)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		out, err := l.Handle(ctx, rows)
+		if err != nil {
+			return err
+		}
+		cursor = rows[len(rows)-1].Header.Seq
+		out = append(out, wire.Progress{Inbox: cursor})
+		head, err := l.Outbox.Append(out...)
+		if err != nil {
+			return err
+		}
+		if _, err := l.Coord.OutboxCommitted(ctx, head); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// read takes a lease, reads the rows after cursor, and releases the lease.
+// Rows read under a lease that expired are discarded and read again.
+func (l *Loop) read(ctx context.Context, cursor uint64) ([]queuedb.Row, error) {
+	for {
+		g, err := l.Coord.Lease(ctx, cursor, l.Wait)
+		if err != nil {
+			return nil, err
+		}
+		if g.Lease == 0 {
+			return nil, nil
+		}
+		rows, readErr := l.Inbox.Read(cursor, l.Batch)
+		valid, err := l.Coord.Release(ctx, g.Lease)
+		if err != nil {
+			return nil, err
+		}
+		if !valid {
+			l.Log.Warn("read lease expired before release; reading again")
+			continue
+		}
+		if readErr != nil {
+			// Read under a valid lease: the inbox really is bad. Stop.
+			return nil, fmt.Errorf("agent: %w", readErr)
+		}
+		return rows, nil
+	}
+}
+
+// Echo answers every message with its own text: the minimal agent used until
+// the model-backed handler exists, and by the wall's stress tests.
+func Echo(_ context.Context, rows []queuedb.Row) ([]wire.Body, error) {
+	var out []wire.Body
+	for _, r := range rows {
+		if m, ok := r.Body.(wire.Message); ok {
+			text := m.Text
+			if text == "" {
+				text = "(empty)"
+			}
+			out = append(out, wire.Reply{Text: text, InReplyTo: r.Header.Seq})
+		}
+	}
+	return out, nil
+}

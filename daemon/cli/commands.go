@@ -1,0 +1,210 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/admin"
+	"github.com/ironclaw/ironclaw/daemon/audit"
+	"github.com/ironclaw/ironclaw/daemon/config"
+)
+
+// InitCmd creates a state directory.
+type InitCmd struct {
+	OperatorKey string `help:"SSH public key file of the first console operator (e.g. ~/.ssh/id_ed25519.pub)." placeholder:"FILE" type:"existingfile"`
+}
+
+// Run initialises.
+func (c InitCmd) Run(ctx context.Context, g *Globals) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	pass, done, err := passphraseReader(cfg, g, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return daemon.Init(ctx, cfg, daemon.InitOptions{OperatorKeyFile: c.OperatorKey, Passphrase: pass, Out: g.stdout})
+}
+
+// ServeCmd runs the daemon.
+type ServeCmd struct{}
+
+// Run serves until the context ends (SIGTERM or SIGINT).
+func (ServeCmd) Run(ctx context.Context, g *Globals) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	pass, done, err := passphraseReader(cfg, g, false)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Open(ctx, cfg, pass, logger(g.stderr, cfg.LogLevel))
+	done()
+	if err != nil {
+		return err
+	}
+	return d.Serve(ctx)
+}
+
+func adminClient(g *Globals) (*admin.Client, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return nil, err
+	}
+	return admin.NewClient(filepath.Join(cfg.RuntimeDir, daemon.AdminSocket)), nil
+}
+
+// StatusCmd asks the daemon for its status.
+type StatusCmd struct{}
+
+// Run prints the status.
+func (StatusCmd) Run(ctx context.Context, g *Globals) error {
+	c, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	var st daemon.StatusReply
+	if err := c.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n", st.Version, st.StateDir, st.Sessions)
+	return nil
+}
+
+// ChatCmd sends messages to the local console session.
+type ChatCmd struct {
+	Wait    time.Duration `help:"How long to wait for each reply." default:"60s"`
+	Message []string      `arg:"" optional:"" help:"The message. Without one, each line of standard input is sent."`
+}
+
+// Run chats.
+func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	send := func(text string) error {
+		var rep daemon.ChatReply
+		err := cl.Do(ctx, "POST", "/v1/chat", daemon.ChatRequest{Text: text, WaitSeconds: int(c.Wait / time.Second)}, &rep)
+		if err != nil {
+			return err
+		}
+		if !rep.Replied {
+			return fmt.Errorf("no reply within %s (message %d of session %s is queued)", c.Wait, rep.Seq, rep.Session)
+		}
+		fmt.Fprintln(g.stdout, sanitize(rep.Reply))
+		return nil
+	}
+	if len(c.Message) > 0 {
+		return send(strings.Join(c.Message, " "))
+	}
+	for {
+		line, err := daemon.ReadLine(g.stdin)
+		if line != "" {
+			if err := send(line); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			return nil
+		}
+	}
+}
+
+// sanitize makes agent text safe for a terminal: control characters,
+// escapes and bidi overrides are shown, not obeyed.
+func sanitize(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// AuditCmd inspects the audit log.
+type AuditCmd struct {
+	Verify AuditVerifyCmd `cmd:"" help:"Verify the audit log's hash chain, MACs and anchor; name the first bad entry."`
+}
+
+// AuditVerifyCmd verifies the audit log.
+type AuditVerifyCmd struct {
+	File string `help:"Audit log to verify (default: the state directory's)." placeholder:"FILE"`
+}
+
+// Run verifies.
+func (c AuditVerifyCmd) Run(ctx context.Context, g *Globals) error {
+	cfg, err := g.load()
+	if err != nil {
+		return err
+	}
+	pass, done, err := passphraseReader(cfg, g, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	v, err := daemon.OpenVerifier(ctx, cfg, pass)
+	if err != nil {
+		return err
+	}
+	path := c.File
+	if path == "" {
+		path = filepath.Join(cfg.StateDir, daemon.AuditFile)
+	}
+	rep, err := v.Verify(path)
+	if err != nil {
+		var ve *audit.VerifyError
+		if errors.As(err, &ve) {
+			fmt.Fprintf(g.stdout, "audit: FAILED at entry %d (line %d): %s\n", ve.Seq, ve.Line, ve.Reason)
+			return exitCode(1)
+		}
+		return err
+	}
+	fmt.Fprintf(g.stdout, "audit: OK, %d entries, chain, MACs and anchor verified\n", rep.Entries)
+	return nil
+}
+
+// passphraseReader returns where the passphrase comes from for a custody
+// "passphrase" without a passphrase file: the terminal, with echo off.
+func passphraseReader(cfg config.Config, g *Globals, confirm bool) (*strings.Reader, func(), error) {
+	if cfg.Keys.Custody != config.CustodyPassphrase || cfg.Keys.PassphraseFile != "" {
+		return nil, func() {}, nil
+	}
+	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("custody is passphrase but there is no terminal to ask on: set keys.passphrase_file (see docs/keys.md)")
+	}
+	defer tty.Close()
+	p, err := readHidden(tty, "IronClaw master passphrase: ")
+	if err != nil {
+		return nil, nil, err
+	}
+	if confirm {
+		again, err := readHidden(tty, "Again: ")
+		if err != nil {
+			return nil, nil, err
+		}
+		if again != p {
+			return nil, nil, errors.New("the passphrases differ; nothing was written")
+		}
+	}
+	r := strings.NewReader(p + "\n")
+	return r, func() { r.Reset("") }, nil
+}

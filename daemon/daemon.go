@@ -1,0 +1,350 @@
+// Package daemon wires the control plane together: configuration, master key,
+// store, audit log, runsc, the session supervisor and the admin socket. It
+// holds no policy of its own; each concern lives in its own package under
+// daemon/. cmd/ironclaw only parses flags and calls into here (through
+// daemon/cli).
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ironclaw/ironclaw/daemon/admin"
+	"github.com/ironclaw/ironclaw/daemon/audit"
+	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/sandbox"
+	"github.com/ironclaw/ironclaw/daemon/store"
+	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"golang.org/x/crypto/ssh"
+)
+
+// Files in the state directory (besides the keys package's master.check and
+// master.kdf, and sessions/).
+const (
+	StoreFile       = "ironclaw.db"
+	AuditFile       = "audit.log"
+	OperatorsFile   = "operators"     // authorized_keys lines of the console's operators
+	AgentDigestFile = "agentd.digest" // "sha256:<hex>" pinned at init for new sessions
+	AdminSocket     = "admin.sock"    // in the runtime directory
+)
+
+// Subkey purposes derived from the master key.
+const (
+	purposeStore = "ironclaw store content v1"
+	purposeAudit = "ironclaw audit mac v1"
+)
+
+// Version is set at build time (-ldflags "-X ...daemon.Version=...").
+var Version = "dev"
+
+func keySource(cfg config.Config, passphrase io.Reader) keys.Source {
+	return keys.Source{
+		Custody:        keys.Custody(cfg.Keys.Custody),
+		StateDir:       cfg.StateDir,
+		KeyFile:        cfg.Keys.KeyFile,
+		PassphraseFile: cfg.Keys.PassphraseFile,
+		Passphrase:     passphrase,
+		CredentialName: cfg.Keys.CredentialName,
+	}
+}
+
+// InitOptions are the choices `ironclaw init` takes.
+type InitOptions struct {
+	// OperatorKeyFile is an SSH public key (authorized_keys format) enrolled
+	// as the first console operator. Empty enrols none.
+	OperatorKeyFile string
+	// Passphrase is read for custody "passphrase" without a passphrase file.
+	Passphrase io.Reader
+	Out        io.Writer
+}
+
+// Init creates a state directory: master key (per the configured custody),
+// store, audit log, the pinned agent digest and the first operator key. It
+// refuses to touch an initialised state directory.
+func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	digest, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary)
+	if err != nil {
+		return fmt.Errorf("init: the agent binary: %w (build it with `just build`, or set sandbox.agent_binary)", err)
+	}
+	var opKey string
+	if opt.OperatorKeyFile != "" {
+		if opKey, err = readOperatorKey(opt.OperatorKeyFile); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("init: creating the state directory: %w", err)
+	}
+	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if cfg.Keys.Custody == config.CustodyKeyFile {
+		if err := os.MkdirAll(filepath.Dir(cfg.Keys.KeyFile), 0o700); err != nil {
+			return fmt.Errorf("init: creating the key file's directory: %w", err)
+		}
+	}
+	master, err := keys.Init(keySource(cfg, opt.Passphrase))
+	if err != nil {
+		return err
+	}
+	defer master.Destroy()
+	st, lg, err := openStores(cfg, master)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	defer lg.Close()
+	if err := writeNew(filepath.Join(cfg.StateDir, AgentDigestFile), digest+"\n"); err != nil {
+		return err
+	}
+	if opKey != "" {
+		if err := writeNew(filepath.Join(cfg.StateDir, OperatorsFile), opKey+"\n"); err != nil {
+			return err
+		}
+	}
+	if _, err := lg.Append(audit.Record{Actor: "operator:local:init", Action: "daemon.init", Subject: cfg.StateDir,
+		Result: "custody=" + cfg.Keys.Custody + " agent=" + digest}); err != nil {
+		return err
+	}
+	if err := anchor(ctx, st, lg); err != nil {
+		return err
+	}
+	if opt.Out != nil {
+		fmt.Fprintf(opt.Out, "initialised %s\n  master key custody: %s\n  agent pinned: %s\n", cfg.StateDir, cfg.Keys.Custody, digest)
+		if opKey != "" {
+			pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(opKey))
+			fmt.Fprintf(opt.Out, "  operator key: %s\n", ssh.FingerprintSHA256(pk))
+		}
+		if cfg.Keys.Custody == config.CustodyKeyFile {
+			fmt.Fprintf(opt.Out, "  note: the key file %s protects copies of the state directory, not a stolen disk that holds both; see docs/keys.md\n", cfg.Keys.KeyFile)
+		}
+	}
+	return nil
+}
+
+func readOperatorKey(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("init: operator key: %w", err)
+	}
+	line := strings.TrimSpace(string(data))
+	if strings.Contains(line, "\n") {
+		return "", fmt.Errorf("init: operator key %s holds more than one line: give one public key", path)
+	}
+	if _, _, opts, rest, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil || len(opts) > 0 || len(rest) > 0 {
+		return "", fmt.Errorf("init: %s is not a single SSH public key (e.g. ~/.ssh/id_ed25519.pub)", path)
+	}
+	return line, nil
+}
+
+// writeNew writes a small file that must not exist yet, 0600, durably.
+func writeNew(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, 0o600)
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("init: %w", err)
+	}
+	return f.Close()
+}
+
+func openStores(cfg config.Config, master *keys.Master) (*store.Store, *audit.Log, error) {
+	ck := master.SubKey(purposeStore)
+	defer clear(ck[:])
+	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []audit.Option{}
+	ak := master.SubKey(purposeAudit)
+	defer clear(ak[:])
+	opts = append(opts, audit.WithKey(ak[:]))
+	seq, hash, ok, err := st.AuditAnchor(context.Background())
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	if ok {
+		opts = append(opts, audit.WithAnchor(audit.Anchor{Seq: seq, Hash: hash}))
+	}
+	lg, err := audit.Open(filepath.Join(cfg.StateDir, AuditFile), opts...)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return st, lg, nil
+}
+
+// anchor records the audit log's head in the store, so that a truncated log
+// is caught at the next start.
+func anchor(ctx context.Context, st *store.Store, lg *audit.Log) error {
+	seq, hash := lg.Head()
+	return st.SetAuditAnchor(ctx, seq, hash)
+}
+
+// Daemon is a running control plane.
+type Daemon struct {
+	cfg    config.Config
+	log    *slog.Logger
+	master *keys.Master
+	store  *store.Store
+	audit  *audit.Log
+	sup    *supervisor.Supervisor
+}
+
+// Open loads the master key and opens the store and audit log, checks runsc
+// and the agent binary. Any failure is fatal: no part of the daemon runs
+// half-configured.
+func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slog.Logger) (_ *Daemon, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, keys.CheckFileName)); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not initialised: run `ironclaw init` first", cfg.StateDir)
+	}
+	master, err := keys.Load(keySource(cfg, passphrase))
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, log: log, master: master}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if d.store, d.audit, err = openStores(cfg, master); err != nil {
+		return nil, err
+	}
+	runsc := &sandbox.Runsc{Path: cfg.Sandbox.Runsc, Platform: cfg.Sandbox.Platform, WantDigest: cfg.Sandbox.RunscDigest}
+	if err := runsc.Check(ctx); err != nil {
+		d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()})
+		return nil, fmt.Errorf("no sandbox, no agents: %w", err)
+	}
+	pinned, err := os.ReadFile(filepath.Join(cfg.StateDir, AgentDigestFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the pinned agent digest: %w", err)
+	}
+	digest := strings.TrimSpace(string(pinned))
+	if got, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary); err != nil || got != digest {
+		return nil, fmt.Errorf("the agent binary %s is not the pinned %s (got %s, %v): reinstall the pinned build, or file a software change through the gateway", cfg.Sandbox.AgentBinary, digest, got, err)
+	}
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the runtime directory: %w", err)
+	}
+	if err := os.Chmod(cfg.RuntimeDir, 0o700); err != nil {
+		return nil, err
+	}
+	d.sup, err = supervisor.New(supervisor.Config{
+		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
+		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
+		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: digest, Model: cfg.Model.Default,
+		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Daemon) close() {
+	if d.audit != nil {
+		if d.store != nil {
+			anchor(context.Background(), d.store, d.audit)
+		}
+		d.audit.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
+	d.master.Destroy()
+}
+
+// Serve runs until ctx ends, then stops every sandbox and closes cleanly.
+func (d *Daemon) Serve(ctx context.Context) error {
+	defer d.close()
+	if _, err := d.audit.Append(audit.Record{Actor: "daemon", Action: "daemon.start", Subject: d.cfg.StateDir, Result: "version " + Version}); err != nil {
+		return err
+	}
+	if err := anchor(ctx, d.store, d.audit); err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	d.routes(mux)
+	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), mux)
+	if err != nil {
+		return err
+	}
+	d.log.Info("ironclaw ready", "state", d.cfg.StateDir, "admin", filepath.Join(d.cfg.RuntimeDir, AdminSocket), "version", Version)
+	<-ctx.Done()
+	d.log.Info("ironclaw stopping")
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	adm.Close()
+	err = d.sup.Close(stopCtx)
+	if _, aerr := d.audit.Append(audit.Record{Actor: "daemon", Action: "daemon.stop", Subject: d.cfg.StateDir}); aerr != nil {
+		err = errors.Join(err, aerr)
+	}
+	d.log.Info("ironclaw stopped")
+	return err
+}
+
+// ReadLine reads one line from r (for prompts).
+func ReadLine(r io.Reader) (string, error) {
+	s, err := bufio.NewReader(r).ReadString('\n')
+	return strings.TrimRight(s, "\r\n"), err
+}
+
+// Verifier checks the audit log with the MAC key and the anchor from the store.
+type Verifier struct {
+	key    [32]byte
+	anchor *audit.Anchor
+}
+
+// OpenVerifier loads what verifying the audit log needs, read-only.
+func OpenVerifier(ctx context.Context, cfg config.Config, passphrase io.Reader) (*Verifier, error) {
+	master, err := keys.Load(keySource(cfg, passphrase))
+	if err != nil {
+		return nil, err
+	}
+	defer master.Destroy()
+	v := &Verifier{key: master.SubKey(purposeAudit)}
+	ck := master.SubKey(purposeStore)
+	defer clear(ck[:])
+	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	seq, hash, ok, err := st.AuditAnchor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		v.anchor = &audit.Anchor{Seq: seq, Hash: hash}
+	}
+	return v, nil
+}
+
+// Verify verifies the log at path.
+func (v *Verifier) Verify(path string) (audit.Report, error) {
+	return audit.VerifyFile(path, v.anchor, audit.WithKey(v.key[:]))
+}

@@ -1,0 +1,5 @@
+package daemon
+
+import "syscall"
+
+const syscallNoFollow = syscall.O_NOFOLLOW

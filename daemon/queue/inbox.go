@@ -1,0 +1,127 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ironclaw/ironclaw/agentd/queuedb"
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
+)
+
+// Gate orders inbox writes with the agent's read leases (see package lease).
+type Gate interface {
+	LockWrite(ctx context.Context) error
+	UnlockWrite()
+}
+
+// Inbox appends sealed rows to one session's inbox. It is safe for
+// concurrent use.
+type Inbox struct {
+	session wire.SessionID
+	key     *wire.Key
+	gate    Gate
+	now     func() time.Time
+
+	mu   sync.Mutex
+	conn *sqlite.Conn // guarded by mu
+	head uint64       // guarded by mu: seq of the last committed row
+}
+
+// OpenInbox opens the inbox at path for appending. Opening read-write also
+// rolls back a transaction a crashed daemon left in a hot journal: the daemon
+// owns this file, so recovering it is the daemon's job.
+func OpenInbox(path string, session wire.SessionID, key *wire.Key, gate Gate) (*Inbox, error) {
+	if gate == nil {
+		return nil, fmt.Errorf("queue: an inbox needs a lease gate")
+	}
+	conn, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
+	if err != nil {
+		return nil, fmt.Errorf("queue: opening inbox %s: %w", path, err)
+	}
+	in := &Inbox{session: session, key: key, gate: gate, now: time.Now, conn: conn}
+	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL")
+	if err == nil {
+		err = queuedb.CheckSchema(conn)
+	}
+	if err == nil {
+		err = sqlitex.Execute(conn, "SELECT coalesce(max(seq), 0) FROM rows", &sqlitex.ExecOptions{
+			ResultFunc: func(s *sqlite.Stmt) error { in.head = uint64(s.ColumnInt64(0)); return nil },
+		})
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("queue: opening inbox %s: %w", path, err)
+	}
+	return in, nil
+}
+
+// Head returns the sequence number of the last committed row (0 if none).
+func (in *Inbox) Head() uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.head
+}
+
+// Append seals bodies and commits them in one transaction, with consecutive
+// sequence numbers. It returns the last sequence number written.
+func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error) {
+	sealed := make([][]byte, len(bodies))
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.conn == nil {
+		return 0, fmt.Errorf("queue: inbox is closed")
+	}
+	now := in.now()
+	for i, b := range bodies {
+		data, err := wire.Encode(b)
+		if err != nil {
+			return 0, fmt.Errorf("queue: encoding inbox row: %w", err)
+		}
+		h := wire.Header{Session: in.session, Queue: wire.Inbox, Seq: in.head + uint64(i) + 1, Kind: b.Kind(), Time: now}
+		if sealed[i], err = wire.Seal(in.key, h, data); err != nil {
+			return 0, fmt.Errorf("queue: sealing inbox row: %w", err)
+		}
+	}
+	if err := in.gate.LockWrite(ctx); err != nil {
+		return 0, fmt.Errorf("queue: waiting for the agent's read lease: %w", err)
+	}
+	defer in.gate.UnlockWrite()
+	if err := in.insert(sealed); err != nil {
+		return 0, err
+	}
+	in.head += uint64(len(sealed))
+	return in.head, nil
+}
+
+func (in *Inbox) insert(sealed [][]byte) (err error) {
+	defer sqlitex.Save(in.conn)(&err)
+	stmt := in.conn.Prep("INSERT INTO rows (seq, sealed) VALUES (?, ?)")
+	for i, s := range sealed {
+		stmt.BindInt64(1, int64(in.head+uint64(i)+1))
+		stmt.BindBytes(2, s)
+		if _, err := stmt.Step(); err != nil {
+			stmt.Reset()
+			return fmt.Errorf("queue: writing inbox row: %w", err)
+		}
+		if err := stmt.Reset(); err != nil {
+			return fmt.Errorf("queue: writing inbox row: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close closes the database.
+func (in *Inbox) Close() error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.conn == nil {
+		return nil
+	}
+	err := in.conn.Close()
+	in.conn = nil
+	return err
+}

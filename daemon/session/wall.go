@@ -1,0 +1,162 @@
+// Package session holds the daemon's side of one conversation's wall: its
+// inbox writer, the read leases and doorbells, its session socket and the
+// reader of its hostile outbox. The sandbox that runs the agent is started
+// separately (package sandbox); a Wall is what it is connected to.
+//
+// Where an outbox row goes is never read from the row: a Wall hands verified
+// rows to its Deliver function, which knows the session's binding.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/lease"
+	"github.com/ironclaw/ironclaw/daemon/queue"
+	"github.com/ironclaw/ironclaw/daemon/sessionsock"
+)
+
+// Config describes one session's wall.
+type Config struct {
+	ID  wire.SessionID
+	Key *wire.Key
+	// Dir is the session directory holding inbox/ and outbox/ (created by
+	// queue.Create).
+	Dir string
+	// Socket is the host path of the session socket (short: 107 bytes max).
+	Socket string
+	// Taken is the last outbox seq already delivered (from the store).
+	Taken uint64
+	// MaxOutboxBytes caps the outbox copy; queue.DefaultMaxOutboxBytes if 0.
+	MaxOutboxBytes int64
+	// Deliver receives verified outbox rows in order, exactly once per
+	// successful return; an error leaves them to be offered again.
+	Deliver func(ctx context.Context, rows []queue.Row) error
+	// Refused reports refused socket requests and hostile outboxes.
+	Refused func(what string)
+	// Agent owns the session socket (see sessionsock.Session.AgentUID).
+	Agent queue.Owner
+}
+
+// Wall is one session's side of the sandbox wall.
+type Wall struct {
+	cfg    Config
+	inbox  *queue.Inbox
+	leases *lease.Manager
+	bell   *lease.Bell
+	sock   *sessionsock.Server
+	outbox *queue.OutboxReader
+
+	mu     sync.Mutex // serialises outbox reads
+	taken  uint64     // guarded by mu
+	failed error      // guarded by mu: set once the outbox was found hostile
+}
+
+// Open opens the session's inbox and starts serving its socket.
+func Open(cfg Config) (*Wall, error) {
+	if cfg.Deliver == nil {
+		return nil, errors.New("session: a wall needs a Deliver function")
+	}
+	w := &Wall{cfg: cfg, leases: lease.NewManager(0), taken: cfg.Taken}
+	var err error
+	w.inbox, err = queue.OpenInbox(filepath.Join(cfg.Dir, wire.InboxDir, wire.InboxFile), cfg.ID, cfg.Key, w.leases)
+	if err != nil {
+		return nil, err
+	}
+	w.bell = lease.NewBell(w.inbox.Head())
+	w.outbox = &queue.OutboxReader{
+		Path:     filepath.Join(cfg.Dir, wire.OutboxDir, wire.OutboxFile),
+		Session:  cfg.ID,
+		Key:      cfg.Key,
+		MaxBytes: cfg.MaxOutboxBytes,
+	}
+	w.sock, err = sessionsock.Listen(cfg.Socket, &sessionsock.Session{
+		Inbox:     w.leases,
+		InboxBell: w.bell,
+		OnOutbox:  w.onOutbox,
+		Refused:   cfg.Refused,
+		AgentUID:  cfg.Agent.UID,
+		AgentGID:  cfg.Agent.GID,
+	})
+	if err != nil {
+		w.inbox.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Send appends bodies to the inbox in one transaction and rings the doorbell.
+func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
+	seq, err := w.inbox.Append(ctx, bodies...)
+	if err != nil {
+		return 0, err
+	}
+	w.bell.Ring(seq)
+	return seq, nil
+}
+
+// Leases exposes the inbox lease manager (for measurements).
+func (w *Wall) Leases() *lease.Manager { return w.leases }
+
+// Taken is the last outbox seq delivered.
+func (w *Wall) Taken() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.taken
+}
+
+// Failed returns the reason the outbox was refused, if it was.
+func (w *Wall) Failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
+}
+
+// onOutbox runs while the agent waits on its doorbell and so is not writing.
+func (w *Wall) onOutbox(ctx context.Context, seq uint64) (uint64, error) {
+	return w.Collect(ctx)
+}
+
+// Collect reads and delivers outbox rows after the last taken one. Call it
+// only while the agent is not writing: from its doorbell, or while no
+// sandbox runs. A hostile outbox fails this session for good (until an
+// operator looks); nothing else is affected.
+func (w *Wall) Collect(ctx context.Context) (uint64, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.failed != nil {
+		return w.taken, w.failed
+	}
+	rows, err := w.outbox.Snapshot(w.taken, 0)
+	if err != nil {
+		if errors.Is(err, queue.ErrHostile) {
+			w.failed = err
+			if w.cfg.Refused != nil {
+				w.cfg.Refused("hostile outbox: " + err.Error())
+			}
+		}
+		return w.taken, fmt.Errorf("session %s: %w", w.cfg.ID, err)
+	}
+	if len(rows) == 0 {
+		return w.taken, nil
+	}
+	if err := w.cfg.Deliver(ctx, rows); err != nil {
+		return w.taken, fmt.Errorf("session %s: delivering: %w", w.cfg.ID, err)
+	}
+	w.taken = rows[len(rows)-1].Header.Seq
+	return w.taken, nil
+}
+
+// Close stops the socket and closes the inbox.
+func (w *Wall) Close() error {
+	w.leases.Close()
+	err := w.sock.Close()
+	if cerr := w.inbox.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

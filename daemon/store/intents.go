@@ -1,0 +1,150 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
+)
+
+// MaxTxnIDLen caps a channel transaction id.
+const MaxTxnIDLen = 255
+
+// Intent is a delivery that was started and is not yet known to have
+// finished: outbox row OutboxSeq is to be sent with channel transaction id
+// TxnID (channels deduplicate on it, so resending after a crash is safe).
+type Intent struct {
+	Session   wire.SessionID
+	OutboxSeq uint64
+	TxnID     string
+	Created   time.Time
+}
+
+// Exactly-once delivery, from the user's view:
+//
+//  1. RecordIntent(seq, txn) before sending; ErrDelivered means skip it.
+//  2. Send with txn (idempotent at the channel).
+//  3. MarkDelivered(seq).
+//
+// After a crash, PendingIntents lists what to resend, each with the same txn.
+
+// RecordIntent records that outbox row seq is about to be sent with txnID.
+// Repeating it with the same txnID succeeds (idempotent); with another txnID
+// it fails with ErrConflict. If seq was already delivered it fails with
+// ErrDelivered: the caller must not send it again.
+func (s *Store) RecordIntent(ctx context.Context, id wire.SessionID, outboxSeq uint64, txnID string) error {
+	if outboxSeq == 0 {
+		return fmt.Errorf("store: outbox sequence numbers start at 1")
+	}
+	seq, err := i64("outbox sequence", outboxSeq)
+	if err != nil {
+		return err
+	}
+	if txnID == "" || len(txnID) > MaxTxnIDLen || !utf8.ValidString(txnID) {
+		return fmt.Errorf("store: transaction id must be 1 to %d bytes of UTF-8", MaxTxnIDLen)
+	}
+	err = s.write(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		var existing string
+		found := false
+		err := sqlitex.Execute(c, "SELECT txn_id FROM delivery_intents WHERE session_id = ? AND outbox_seq = ?", &sqlitex.ExecOptions{
+			Args:       []any{id.String(), seq},
+			ResultFunc: func(st *sqlite.Stmt) error { existing = st.ColumnText(0); found = true; return nil },
+		})
+		if err != nil {
+			return err
+		}
+		if found {
+			if existing != txnID {
+				return fmt.Errorf("%w: outbox row %d is already being delivered under another transaction id", ErrConflict, outboxSeq)
+			}
+			return nil
+		}
+		// No row: either never recorded, or delivered (MarkDelivered deletes
+		// the row) and at or below the delivered cursor.
+		delivered, err := cursor(c, id, CursorOutboxDelivered)
+		if err != nil {
+			return err
+		}
+		if outboxSeq <= delivered {
+			return ErrDelivered
+		}
+		return sqlitex.Execute(c, "INSERT INTO delivery_intents (session_id, outbox_seq, txn_id, created) VALUES (?, ?, ?, ?)", &sqlitex.ExecOptions{
+			Args: []any{id.String(), seq, txnID, s.now().UnixNano()},
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: recording delivery intent for outbox row %d of session %s: %w", outboxSeq, id, err)
+	}
+	return nil
+}
+
+// MarkDelivered records that outbox row seq was delivered: its intent is
+// removed and the outbox.delivered cursor advanced to seq (never moved back),
+// in one transaction. Repeating it succeeds. It fails with ErrNotFound if no
+// intent was recorded for a row beyond the cursor: sending without an intent
+// would break exactly-once.
+func (s *Store) MarkDelivered(ctx context.Context, id wire.SessionID, outboxSeq uint64) error {
+	seq, err := i64("outbox sequence", outboxSeq)
+	if err != nil {
+		return err
+	}
+	err = s.write(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		if err := sqlitex.Execute(c, "DELETE FROM delivery_intents WHERE session_id = ? AND outbox_seq = ?", &sqlitex.ExecOptions{
+			Args: []any{id.String(), seq},
+		}); err != nil {
+			return err
+		}
+		removed := c.Changes() > 0
+		delivered, err := cursor(c, id, CursorOutboxDelivered)
+		if err != nil {
+			return err
+		}
+		switch {
+		case outboxSeq > delivered && !removed:
+			return fmt.Errorf("%w: no delivery intent was recorded for outbox row %d", ErrNotFound, outboxSeq)
+		case outboxSeq > delivered:
+			return setCursor(c, id, CursorOutboxDelivered, outboxSeq)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: marking outbox row %d of session %s delivered: %w", outboxSeq, id, err)
+	}
+	return nil
+}
+
+// PendingIntents returns the session's undelivered intents in outbox order.
+func (s *Store) PendingIntents(ctx context.Context, id wire.SessionID) ([]Intent, error) {
+	var out []Intent
+	err := s.readTx(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		return sqlitex.Execute(c, "SELECT outbox_seq, txn_id, created FROM delivery_intents WHERE session_id = ? ORDER BY outbox_seq", &sqlitex.ExecOptions{
+			Args: []any{id.String()},
+			ResultFunc: func(st *sqlite.Stmt) error {
+				out = append(out, Intent{
+					Session:   id,
+					OutboxSeq: uint64(st.ColumnInt64(0)),
+					TxnID:     st.ColumnText(1),
+					Created:   time.Unix(0, st.ColumnInt64(2)).UTC(),
+				})
+				return nil
+			},
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: listing delivery intents of session %s: %w", id, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,170 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ironclaw/ironclaw/agentd/profile"
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
+)
+
+// profilesTable names the sealed column's table inside its seal binding.
+const profilesTable = "profiles"
+
+// canonical renders p and checks that it parses back, so that nothing is
+// stored that could not be read again.
+func canonical(p profile.Profile) ([]byte, error) {
+	canon := p.Canonical()
+	if _, err := profile.Parse(canon); err != nil {
+		return nil, fmt.Errorf("store: profile does not round-trip: %w", err)
+	}
+	return canon, nil
+}
+
+func insertProfile(c *sqlite.Conn, key *[32]byte, id wire.SessionID, version uint64, canon []byte, now int64) error {
+	v, err := i64("profile version", version)
+	if err != nil {
+		return err
+	}
+	sealed, err := sealColumn(key, profilesTable, id, version, canon)
+	if err != nil {
+		return err
+	}
+	return sqlitex.Execute(c, "INSERT INTO profiles (session_id, version, canonical, created) VALUES (?, ?, ?, ?)", &sqlitex.ExecOptions{
+		Args: []any{id.String(), v, sealed, now},
+	})
+}
+
+// Profile returns version of the session's profile. Every version ever
+// stored for an active session can be read (the gateway diffs against old
+// ones); an erased session has none (ErrErased).
+func (s *Store) Profile(ctx context.Context, id wire.SessionID, version uint64) (profile.Profile, error) {
+	var p profile.Profile
+	err := s.readTx(ctx, func(c *sqlite.Conn) (err error) {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		p, err = s.readProfile(c, id, version)
+		return err
+	})
+	if err != nil {
+		return profile.Profile{}, fmt.Errorf("store: reading profile %d of session %s: %w", version, id, err)
+	}
+	return p, nil
+}
+
+// CurrentProfile returns the session's current profile version and profile.
+func (s *Store) CurrentProfile(ctx context.Context, id wire.SessionID) (uint64, profile.Profile, error) {
+	var (
+		version uint64
+		p       profile.Profile
+	)
+	// One read transaction, so the version and the text agree.
+	err := s.readTx(ctx, func(c *sqlite.Conn) (err error) {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		version, err = currentVersion(c, id)
+		if err != nil {
+			return err
+		}
+		p, err = s.readProfile(c, id, version)
+		return err
+	})
+	if err != nil {
+		return 0, profile.Profile{}, fmt.Errorf("store: reading current profile of session %s: %w", id, err)
+	}
+	return version, p, nil
+}
+
+// PutProfileVersion stores p as version base+1 and makes it current, if and
+// only if the current version is still base. Otherwise it fails with
+// ErrStale and writes nothing: the caller (the gateway) must re-read,
+// re-diff and get a fresh approval, never rebase an approved change silently.
+func (s *Store) PutProfileVersion(ctx context.Context, id wire.SessionID, base uint64, p profile.Profile) (uint64, error) {
+	canon, err := canonical(p)
+	if err != nil {
+		return 0, err
+	}
+	next := base + 1
+	if _, err := i64("profile version", next); err != nil || next == 0 {
+		return 0, fmt.Errorf("store: profile version %d cannot be followed", base)
+	}
+	err = s.write(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		cur, err := currentVersion(c, id)
+		if err != nil {
+			return err
+		}
+		if cur != base {
+			return fmt.Errorf("%w: current version is %d, change was made against %d", ErrStale, cur, base)
+		}
+		if err := insertProfile(c, &s.key, id, next, canon, s.now().UnixNano()); err != nil {
+			return err
+		}
+		return sqlitex.Execute(c, "UPDATE sessions SET profile_version = ? WHERE id = ? AND profile_version = ?", &sqlitex.ExecOptions{
+			Args: []any{int64(next), id.String(), int64(base)},
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: storing profile version %d of session %s: %w", next, id, err)
+	}
+	return next, nil
+}
+
+func currentVersion(c *sqlite.Conn, id wire.SessionID) (uint64, error) {
+	var v int64
+	found := false
+	err := sqlitex.Execute(c, "SELECT profile_version FROM sessions WHERE id = ?", &sqlitex.ExecOptions{
+		Args:       []any{id.String()},
+		ResultFunc: func(st *sqlite.Stmt) error { v = st.ColumnInt64(0); found = true; return nil },
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, ErrNotFound
+	}
+	return uint64(v), nil
+}
+
+func (s *Store) readProfile(c *sqlite.Conn, id wire.SessionID, version uint64) (profile.Profile, error) {
+	v, err := i64("profile version", version)
+	if err != nil {
+		return profile.Profile{}, err
+	}
+	var sealed []byte
+	found := false
+	err = sqlitex.Execute(c, "SELECT canonical FROM profiles WHERE session_id = ? AND version = ?", &sqlitex.ExecOptions{
+		Args: []any{id.String(), v},
+		ResultFunc: func(st *sqlite.Stmt) error {
+			if st.ColumnLen(0) > maxSealed {
+				return ErrSealed
+			}
+			sealed = make([]byte, st.ColumnLen(0))
+			st.ColumnBytes(0, sealed)
+			found = true
+			return nil
+		},
+	})
+	if err != nil {
+		return profile.Profile{}, err
+	}
+	if !found {
+		return profile.Profile{}, ErrNotFound
+	}
+	canon, err := openColumn(&s.key, profilesTable, id, version, sealed)
+	if err != nil {
+		return profile.Profile{}, err
+	}
+	p, err := profile.Parse(canon)
+	clear(canon)
+	if err != nil {
+		return profile.Profile{}, fmt.Errorf("stored profile does not parse: %w", err)
+	}
+	return p, nil
+}
