@@ -30,6 +30,9 @@
 //     the file can append a correctly chained forgery; with a key
 //     ([WithKey]) every entry also carries an HMAC and verification with the
 //     key detects such out-of-band entries.
+//   - Floods stay small: [Log.Refuse] writes the first of a run of identical
+//     refusals at once (durably) and folds repeats within a short window into
+//     one entry with a count.
 //   - Never appends to a broken chain: [Open] verifies the whole file and
 //     refuses to continue a chain that does not verify, telling the operator
 //     to run `ironclaw audit verify`. The one thing it repairs is a torn final

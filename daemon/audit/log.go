@@ -48,7 +48,6 @@ type Log struct {
 	failed     error  // first write/fsync error; sticky
 	closing    bool
 	agg        map[aggKey]*aggState
-	syncs      uint64 // fsyncs done by the committer (tests, benchmarks)
 }
 
 // batch is a group of staged lines committed with one write and one fsync.
@@ -344,7 +343,6 @@ func (l *Log) commit(b *batch) {
 	} else {
 		l.durable = b.last
 		l.durableOff += int64(len(b.buf))
-		l.syncs++
 	}
 	l.mu.Unlock()
 	b.err = err

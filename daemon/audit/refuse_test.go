@@ -123,3 +123,20 @@ func TestRefuseKeyCap(t *testing.T) {
 	}
 	mustClose(t, l)
 }
+
+// TestRefuseFlushWithoutOtherTraffic: a burst of identical refusals followed
+// by silence still gets its count written when the window ends, not only at
+// Close.
+func TestRefuseFlushWithoutOtherTraffic(t *testing.T) {
+	clk := newFakeClock()
+	l := mustOpen(t, tempLogPath(t), withClock(clk))
+	for range 3 {
+		if err := l.Refuse("a", "b", "c", "d"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(10 * time.Millisecond) // let the committer settle on its timer
+	clk.Advance(DefaultRefuseWindow)
+	waitFor(t, "the window's count entry", func() bool { s, _ := l.Head(); return s == 2 })
+	mustClose(t, l)
+}

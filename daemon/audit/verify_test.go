@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 var testKey = bytes.Repeat([]byte{0x42}, 32)
@@ -290,5 +291,55 @@ func TestVerifyMalformed(t *testing.T) {
 	}
 	if rep, err := Verify(bytes.NewReader(nil), &Anchor{}); err != nil || rep.Entries != 0 {
 		t.Fatalf("empty log with genesis anchor: %+v %v", rep, err)
+	}
+}
+
+// TestEditedFieldsBreakHash rewrites each field of an entry to another valid
+// value (the line stays canonical, the old hash stays) and requires a hash
+// mismatch: every field is covered by the hash.
+func TestEditedFieldsBreakHash(t *testing.T) {
+	data := writeLog(t, tempLogPath(t), 3)
+	ls := lines(data)
+	orig, reason := parseLine(ls[1])
+	if reason != "" {
+		t.Fatal(reason)
+	}
+	for name, edit := range map[string]func(*Entry){
+		"time":     func(e *Entry) { e.Time = e.Time.Add(time.Nanosecond) },
+		"actor":    func(e *Entry) { e.Actor = "operator:mallory" },
+		"action":   func(e *Entry) { e.Action = "change.deny" },
+		"subject":  func(e *Entry) { e.Subject = "profile:other" },
+		"decision": func(e *Entry) { e.Decision = "denied" },
+		"result":   func(e *Entry) { e.Result = "failed" },
+		"count":    func(e *Entry) { e.Count = 2 },
+	} {
+		e := orig
+		edit(&e)
+		line, err := e.marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mut := bytes.Join([][]byte{ls[0], line, ls[2]}, nil)
+		_, err = Verify(bytes.NewReader(mut), nil)
+		ve := wantVerifyError(t, err, 2, 2)
+		if ve.Reason != "hash does not match its contents" {
+			t.Fatalf("%s edited: %v", name, ve)
+		}
+	}
+	// Recomputing the edited entry's hash moves the error to the next
+	// entry's prev link; patching that link too breaks the next entry's
+	// hash, because prev is hashed: that is what makes it a chain.
+	e := orig
+	e.Subject = "rewritten"
+	e.Hash = e.computeHash()
+	line, _ := e.marshal()
+	_, err := Verify(bytes.NewReader(bytes.Join([][]byte{ls[0], line, ls[2]}, nil)), nil)
+	wantVerifyError(t, err, 3, 3)
+	next, _ := parseLine(ls[2])
+	next.Prev = e.Hash
+	line3, _ := next.marshal()
+	_, err = Verify(bytes.NewReader(bytes.Join([][]byte{ls[0], line, line3}, nil)), nil)
+	if ve := wantVerifyError(t, err, 3, 3); ve.Reason != "hash does not match its contents" {
+		t.Fatalf("patched prev link: %v", ve)
 	}
 }

@@ -123,7 +123,9 @@ func TestInboxReaderCannotWrite(t *testing.T) {
 	}
 }
 
-func writeOutbox(t *testing.T, s session, n int) {
+func writeOutbox(t *testing.T, s session, n int) { writeOutboxN(t, s, n) }
+
+func writeOutboxN(t testing.TB, s session, n int) {
 	t.Helper()
 	w, err := outbox.Open(s.outboxPath(), s.id, s.key)
 	if err != nil {
