@@ -1,0 +1,248 @@
+package daemon_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// End to end: the real ironclaw binary, the real agentd in real runsc, the
+// CLI a user types. Runs as root (CI does); fails without runsc.
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the end-to-end test runs sandboxes and must run as root (CI does)")
+	}
+	if _, err := os.Stat("/opt/ironclaw/bin/runsc"); err != nil {
+		t.Fatal("runsc is not installed at /opt/ironclaw/bin/runsc: run .ci/install-runsc.sh")
+	}
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "icbin")
+		if binErr != nil {
+			return
+		}
+		for _, p := range []string{"ironclaw", "agentd"} {
+			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(binDir, p), "../cmd/"+p)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("building %s: %v\n%s", p, err, out)
+				return
+			}
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+type install struct {
+	t      *testing.T
+	bin    string
+	root   string
+	config string
+	agent  string // sandbox.agent_binary
+}
+
+func newInstall(t *testing.T) *install {
+	bin := buildBinaries(t)
+	root, err := os.MkdirTemp("/tmp", "ice2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	etc := filepath.Join(root, "etc")
+	os.Mkdir(etc, 0o700)
+	in := &install{t: t, bin: bin, root: root, config: filepath.Join(etc, "ironclaw.toml"), agent: filepath.Join(bin, "agentd")}
+	in.writeConfig("")
+	return in
+}
+
+func (in *install) writeConfig(extra string) {
+	cfg := fmt.Sprintf(`state_dir = %q
+runtime_dir = %q
+[keys]
+key_file = %q
+[sandbox]
+agent_binary = %q
+%s`, filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), filepath.Join(in.root, "etc", "master.key"),
+		in.agent, extra)
+	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
+		in.t.Fatal(err)
+	}
+}
+
+func (in *install) run(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(in.bin, "ironclaw"), append([]string{"--config", in.config}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (in *install) mustRun(args ...string) string {
+	in.t.Helper()
+	out, err := in.run(args...)
+	if err != nil {
+		in.t.Fatalf("ironclaw %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// serve starts the daemon and waits until it says it is ready.
+func (in *install) serve() (*exec.Cmd, *bytes.Buffer) {
+	in.t.Helper()
+	cmd := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "serve")
+	var logs bytes.Buffer
+	pr, pw, _ := os.Pipe()
+	cmd.Stderr, cmd.Stdout = pw, pw
+	if err := cmd.Start(); err != nil {
+		in.t.Fatal(err)
+	}
+	pw.Close()
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		said := false
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if !said && strings.Contains(sc.Text(), "ironclaw ready") {
+				ready <- true
+				said = true
+			}
+		}
+		if !said {
+			ready <- false
+		}
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			cmd.Wait()
+			in.t.Fatalf("daemon did not start:\n%s", logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		in.t.Fatal("daemon not ready in 20 s")
+	}
+	in.t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd, &logs
+}
+
+func TestEndToEnd(t *testing.T) {
+	in := newInstall(t)
+	pub := filepath.Join(in.root, "op.pub")
+	os.WriteFile(pub, []byte("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop\n"), 0o644)
+	out := in.mustRun("init", "--operator-key", pub)
+	if !strings.Contains(out, "initialised") || !strings.Contains(out, "SHA256:") {
+		t.Fatalf("init said:\n%s", out)
+	}
+	// A second init refuses and changes nothing.
+	keyBefore, _ := os.ReadFile(filepath.Join(in.root, "etc", "master.key"))
+	if out, err := in.run("init"); err == nil || !strings.Contains(out, "already initialised") {
+		t.Fatalf("second init: %v\n%s", err, out)
+	}
+	if keyAfter, _ := os.ReadFile(filepath.Join(in.root, "etc", "master.key")); !bytes.Equal(keyBefore, keyAfter) {
+		t.Fatal("second init changed the master key")
+	}
+
+	cmd, logs := in.serve()
+	markers := []string{"MARKER-alpha-7f3a91", "MARKER-bravo-c04e22", "MARKER-charlie-9d81bb"}
+	for _, m := range markers {
+		start := time.Now()
+		reply := strings.TrimSpace(in.mustRun("chat", "tell me about "+m))
+		if reply != "tell me about "+m {
+			t.Fatalf("reply %q", reply)
+		}
+		t.Logf("chat round trip %v", time.Since(start))
+	}
+	if st := in.mustRun("status"); !strings.Contains(st, "sessions: 1") {
+		t.Fatalf("status:\n%s", st)
+	}
+	// SIGTERM stops it cleanly.
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exited with %v:\n%s", err, logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop in 20 s after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "ironclaw stopped") {
+		t.Fatalf("no clean stop in the logs:\n%s", logs)
+	}
+
+	// Disk theft: with the daemon stopped, nothing under the state or runtime
+	// directory holds the conversation's plaintext.
+	for _, dir := range []string{filepath.Join(in.root, "state"), filepath.Join(in.root, "run")} {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			data, _ := os.ReadFile(p)
+			for _, m := range append(markers, "tell me about") {
+				if bytes.Contains(data, []byte(m)) {
+					t.Errorf("%s holds plaintext %q", p, m)
+				}
+			}
+			return nil
+		})
+	}
+
+	// The audit log verifies; a flipped byte is caught and named.
+	if out := in.mustRun("audit", "verify"); !strings.Contains(out, "audit: OK") {
+		t.Fatalf("audit verify:\n%s", out)
+	}
+	logPath := filepath.Join(in.root, "state", "audit.log")
+	data, _ := os.ReadFile(logPath)
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) < 5 {
+		t.Fatalf("audit log has %d lines", len(lines))
+	}
+	i := bytes.Index(lines[2], []byte(`"action":"`)) + len(`"action":"`)
+	lines[2][i] ^= 0x01
+	os.WriteFile(logPath, bytes.Join(lines, nil), 0o600)
+	out, err := in.run("audit", "verify")
+	if err == nil || !strings.Contains(out, "FAILED at entry 3") {
+		t.Fatalf("tampered audit log: %v\n%s", err, out)
+	}
+}
+
+// Fail closed: without a usable runsc, or with an agent binary that is not
+// the pinned one, the daemon does not start at all.
+func TestServeFailsClosed(t *testing.T) {
+	in := newInstall(t)
+	in.mustRun("init")
+	in.writeConfig(`runsc = "/nonexistent/runsc"`)
+	out, err := in.run("serve")
+	if err == nil || !strings.Contains(out, "no sandbox, no agents") || !strings.Contains(out, "install-runsc") {
+		t.Fatalf("serve without runsc: %v\n%s", err, out)
+	}
+	in.writeConfig("")
+	agent := filepath.Join(in.root, "agentd-tampered")
+	data, _ := os.ReadFile(filepath.Join(in.bin, "agentd"))
+	os.WriteFile(agent, append(data, 0), 0o755)
+	in.agent = agent
+	in.writeConfig("")
+	out, err = in.run("serve")
+	if err == nil || !strings.Contains(out, "not the pinned") {
+		t.Fatalf("serve with a tampered agent: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,60 @@
+# IronClaw tasks. `just` is not in Debian 12: .ci/bootstrap installs it and
+# then runs a recipe, e.g. `sudo .ci/bootstrap test`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+bindir := env_var_or_default("IRONCLAW_BINDIR", "/opt/ironclaw/bin")
+version := `git describe --always --dirty 2>/dev/null || echo dev`
+ldflags := "-s -w -X github.com/ironclaw/ironclaw/daemon.Version=" + version
+
+# List the recipes.
+default:
+    @just --list
+
+# Build ironclaw and the static agent image (images/out, with its manifest).
+build:
+    mkdir -p bin
+    CGO_ENABLED=0 go build -trimpath -ldflags '{{ldflags}}' -o bin/ironclaw ./cmd/ironclaw
+    images/build.sh ./cmd/agentd images/out
+
+# Install runsc (pinned) and the binaries into {{bindir}}.
+setup: build
+    .ci/install-runsc.sh {{bindir}}
+    install -d -m 0755 -o root -g root {{bindir}}
+    install -m 0555 -o root -g root bin/ironclaw {{bindir}}/ironclaw
+    install -m 0555 -o root -g root images/out/agentd {{bindir}}/agentd
+
+# Set up, initialise the state directory once, and run the daemon on its defaults.
+up: setup
+    test -e /var/lib/ironclaw/master.check || {{bindir}}/ironclaw init
+    exec {{bindir}}/ironclaw serve
+
+# Format, vet, and the whole test suite with the race detector, as root, inside a
+# private network namespace (only loopback exists there).
+test: check
+    .ci/install-runsc.sh {{bindir}}
+    go mod download
+    go test -race -count=1 -run '^$' ./... > /dev/null
+    unshare -n -- bash -c 'ip link set lo up && GOFLAGS=-mod=mod GOPROXY=off go test -race -count=1 -timeout 20m ./...'
+
+# gofmt and go vet.
+check:
+    test -z "$(gofmt -l $(git ls-files '*.go'))" || { gofmt -l $(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
+    go vet ./...
+
+# Benchmarks (no race detector) and the slow measurements; prints tables.
+bench:
+    .ci/install-runsc.sh {{bindir}}
+    go test -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/
+    go test -run '^$' -bench DoorbellRoundTrip -benchtime 300x ./daemon/session/
+    IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
+
+# Run every fuzz target for a while (default 30s each).
+fuzz time="30s":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for pkg in $(go list ./...); do
+      for f in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+        echo "== $pkg $f"; go test -run '^$' -fuzz "^$f\$" -fuzztime {{time}} "$pkg"
+      done
+    done
