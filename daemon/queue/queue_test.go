@@ -140,7 +140,7 @@ func writeOutboxN(t testing.TB, s session, n int) {
 }
 
 // exec runs SQL directly on the outbox file, as a hostile agent could.
-func exec(t *testing.T, path, sql string) {
+func execSQL(t *testing.T, path, sql string) {
 	t.Helper()
 	conn, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
 	if err != nil {
@@ -200,29 +200,29 @@ func TestHostileOutbox(t *testing.T) {
 			data, _ := os.ReadFile(s.outboxPath())
 			os.WriteFile(s.outboxPath(), data[:len(data)/2], 0o600)
 		}},
-		{"view", func(t *testing.T, s session) { exec(t, s.outboxPath(), "CREATE VIEW v AS SELECT * FROM rows;") }},
+		{"view", func(t *testing.T, s session) { execSQL(t, s.outboxPath(), "CREATE VIEW v AS SELECT * FROM rows;") }},
 		{"trigger", func(t *testing.T, s session) {
-			exec(t, s.outboxPath(), "CREATE TABLE log (x); CREATE TRIGGER tr AFTER INSERT ON rows BEGIN INSERT INTO log VALUES (1); END;")
+			execSQL(t, s.outboxPath(), "CREATE TABLE log (x); CREATE TRIGGER tr AFTER INSERT ON rows BEGIN INSERT INTO log VALUES (1); END;")
 		}},
-		{"index", func(t *testing.T, s session) { exec(t, s.outboxPath(), "CREATE INDEX i ON rows (sealed);") }},
+		{"index", func(t *testing.T, s session) { execSQL(t, s.outboxPath(), "CREATE INDEX i ON rows (sealed);") }},
 		{"changed table", func(t *testing.T, s session) {
-			exec(t, s.outboxPath(), "DROP TABLE rows; CREATE TABLE rows (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL, target TEXT);")
+			execSQL(t, s.outboxPath(), "DROP TABLE rows; CREATE TABLE rows (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL, target TEXT);")
 		}},
-		{"wal mode", func(t *testing.T, s session) { exec(t, s.outboxPath(), "PRAGMA journal_mode=WAL;") }},
+		{"wal mode", func(t *testing.T, s session) { execSQL(t, s.outboxPath(), "PRAGMA journal_mode=WAL;") }},
 		{"text instead of blob", func(t *testing.T, s session) {
-			exec(t, s.outboxPath(), "INSERT INTO rows VALUES (1, 'hello');")
+			execSQL(t, s.outboxPath(), "INSERT INTO rows VALUES (1, 'hello');")
 		}},
 		{"gap", func(t *testing.T, s session) {
 			writeOutbox(t, s, 3)
-			exec(t, s.outboxPath(), "DELETE FROM rows WHERE seq = 2;")
+			execSQL(t, s.outboxPath(), "DELETE FROM rows WHERE seq = 2;")
 		}},
 		{"replayed row", func(t *testing.T, s session) {
 			writeOutbox(t, s, 2)
-			exec(t, s.outboxPath(), "INSERT INTO rows SELECT 3, sealed FROM rows WHERE seq = 1;")
+			execSQL(t, s.outboxPath(), "INSERT INTO rows SELECT 3, sealed FROM rows WHERE seq = 1;")
 		}},
 		{"swapped rows", func(t *testing.T, s session) {
 			writeOutbox(t, s, 2)
-			exec(t, s.outboxPath(), "UPDATE rows SET seq = -seq; UPDATE rows SET seq = 3 + seq;")
+			execSQL(t, s.outboxPath(), "UPDATE rows SET seq = -seq; UPDATE rows SET seq = 3 + seq;")
 		}},
 		{"row from another session", func(t *testing.T, s session) {
 			data, _ := os.ReadFile(other.outboxPath())
@@ -235,7 +235,7 @@ func TestHostileOutbox(t *testing.T) {
 			os.Symlink(secret, s.outboxPath()+"-journal")
 		}},
 		{"oversized row", func(t *testing.T, s session) {
-			exec(t, s.outboxPath(), fmt.Sprintf("INSERT INTO rows VALUES (1, zeroblob(%d));", wire.MaxRowSize+1))
+			execSQL(t, s.outboxPath(), fmt.Sprintf("INSERT INTO rows VALUES (1, zeroblob(%d));", wire.MaxRowSize+1))
 		}},
 	}
 	for _, c := range cases {

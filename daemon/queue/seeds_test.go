@@ -18,14 +18,14 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	seeds := map[string]func(t *testing.T, s session){
 		"empty-queue": func(t *testing.T, s session) {},
 		"three-rows":  func(t *testing.T, s session) { writeOutbox(t, s, 3) },
-		"view":        func(t *testing.T, s session) { exec(t, s.outboxPath(), "CREATE VIEW v AS SELECT * FROM rows;") },
+		"view":        func(t *testing.T, s session) { execSQL(t, s.outboxPath(), "CREATE VIEW v AS SELECT * FROM rows;") },
 		"trigger": func(t *testing.T, s session) {
-			exec(t, s.outboxPath(), "CREATE TABLE log (x); CREATE TRIGGER tr AFTER INSERT ON rows BEGIN INSERT INTO log VALUES (1); END;")
+			execSQL(t, s.outboxPath(), "CREATE TABLE log (x); CREATE TRIGGER tr AFTER INSERT ON rows BEGIN INSERT INTO log VALUES (1); END;")
 		},
-		"text-row": func(t *testing.T, s session) { exec(t, s.outboxPath(), "INSERT INTO rows VALUES (1, 'hello');") },
+		"text-row": func(t *testing.T, s session) { execSQL(t, s.outboxPath(), "INSERT INTO rows VALUES (1, 'hello');") },
 		"gap": func(t *testing.T, s session) {
 			writeOutbox(t, s, 3)
-			exec(t, s.outboxPath(), "DELETE FROM rows WHERE seq = 2;")
+			execSQL(t, s.outboxPath(), "DELETE FROM rows WHERE seq = 2;")
 		},
 	}
 	for name, setup := range seeds {
