@@ -103,11 +103,29 @@ func (in *install) mustRun(args ...string) string {
 	return out
 }
 
+// syncBuffer is a log buffer written by one goroutine and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) WriteString(x string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(x)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // serve starts the daemon and waits until it says it is ready.
-func (in *install) serve() (*exec.Cmd, *bytes.Buffer) {
+func (in *install) serve() (*exec.Cmd, *syncBuffer) {
 	in.t.Helper()
 	cmd := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "serve")
-	var logs bytes.Buffer
+	logs := &syncBuffer{}
 	pr, pw, _ := os.Pipe()
 	cmd.Stderr, cmd.Stdout = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -140,7 +158,7 @@ func (in *install) serve() (*exec.Cmd, *bytes.Buffer) {
 		in.t.Fatal("daemon not ready in 20 s")
 	}
 	in.t.Cleanup(func() { cmd.Process.Kill() })
-	return cmd, &logs
+	return cmd, logs
 }
 
 func TestEndToEnd(t *testing.T) {
@@ -180,13 +198,13 @@ func TestEndToEnd(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("serve exited with %v:\n%s", err, logs)
+			t.Fatalf("serve exited with %v:\n%s", err, logs.String())
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop in 20 s after SIGTERM")
 	}
 	if !strings.Contains(logs.String(), "ironclaw stopped") {
-		t.Fatalf("no clean stop in the logs:\n%s", logs)
+		t.Fatalf("no clean stop in the logs:\n%s", logs.String())
 	}
 
 	// Disk theft: with the daemon stopped, nothing under the state or runtime
