@@ -157,9 +157,25 @@ func isDigest(s string) bool {
 	return true
 }
 
-// checkRequester accepts exactly the three requester forms. The session id
-// form is that of wire.SessionID (32 lower-case hex digits); the operator
-// form is OpenSSH's SHA256 fingerprint.
+// CheckRequester reports whether r is one of the requester forms a change
+// may name: "agent:<session id>", "operator:SHA256:<ssh key fingerprint>",
+// "operator:local:<unix user>" or "channel:<matrix user id>". The gateway
+// also uses it to check the actor of an approval.
+func CheckRequester(r string) error { return checkRequester(r) }
+
+// IsOperator reports whether r is a well-formed operator identity (either
+// operator form of CheckRequester).
+func IsOperator(r string) bool {
+	return strings.HasPrefix(r, "operator:") && checkRequester(r) == nil
+}
+
+// MaxLocalUserLength caps the unix user name in "operator:local:<user>".
+const MaxLocalUserLength = 32
+
+// checkRequester accepts exactly the requester forms. The session id form is
+// that of wire.SessionID (32 lower-case hex digits); the operator forms are
+// OpenSSH's SHA256 fingerprint (the console) and a local unix user name or
+// numeric uid taken from the admin socket's peer credentials (the CLI).
 func checkRequester(r string) error {
 	kind, id, _ := strings.Cut(r, ":")
 	switch kind {
@@ -172,7 +188,10 @@ func checkRequester(r string) error {
 		if fp, ok := strings.CutPrefix(id, "SHA256:"); ok && len(fp) == 43 && isBase64Raw(fp) {
 			return nil
 		}
-		return fmt.Errorf("requester %s: want operator:SHA256:<43 base64 characters>", q(r))
+		if user, ok := strings.CutPrefix(id, "local:"); ok && isUnixUser(user) {
+			return nil
+		}
+		return fmt.Errorf("requester %s: want operator:SHA256:<43 base64 characters> or operator:local:<unix user>", q(r))
 	case "channel":
 		if err := CheckMatrixUserID(id); err != nil {
 			return fmt.Errorf("requester: %w", err)
@@ -180,6 +199,20 @@ func checkRequester(r string) error {
 		return nil
 	}
 	return fmt.Errorf("requester %s: want agent:, operator: or channel:", q(r))
+}
+
+// isUnixUser accepts a POSIX portable user name (or a numeric uid): 1 to
+// MaxLocalUserLength of A-Z a-z 0-9 . _ -, not starting with "-".
+func isUnixUser(s string) bool {
+	if s == "" || len(s) > MaxLocalUserLength || s[0] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func isLowerHex(s string) bool {

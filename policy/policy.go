@@ -77,8 +77,9 @@ type Host struct {
 type Change struct {
 	// Kind is one of the Kind constants.
 	Kind string
-	// Requester is "agent:<session id>", "operator:<ssh key fingerprint>"
-	// or "channel:<matrix user id>".
+	// Requester is "agent:<session id>", "operator:SHA256:<ssh key
+	// fingerprint>", "operator:local:<unix user>" or "channel:<matrix user
+	// id>" (see CheckRequester).
 	Requester string
 	// Base is the current profile, Proposed the full profile asked for.
 	Base, Proposed profile.Profile

@@ -64,4 +64,60 @@ CREATE TABLE audit_anchor (
 	updated INTEGER NOT NULL
 ) STRICT;
 `,
+	// 2: the change gateway: change requests and operator rule versions.
+	`
+-- One row per change request that the gateway accepted for decision
+-- (pending) or refused by policy. Sealed columns are bound to the request id
+-- and column (see changes.go). session_id is NULL exactly for a change of the
+-- operator rules, which belong to no session.
+CREATE TABLE change_requests (
+	id              TEXT    PRIMARY KEY
+	                CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+	session_id      TEXT    REFERENCES sessions (id),
+	kind            TEXT    NOT NULL CHECK (length(kind) BETWEEN 1 AND 64),
+	requester       TEXT    NOT NULL CHECK (length(requester) BETWEEN 1 AND 300),
+	base_version    INTEGER NOT NULL CHECK (base_version >= 0),
+	base            BLOB    NOT NULL, -- sealed
+	proposed        BLOB    NOT NULL, -- sealed
+	reason          BLOB    NOT NULL, -- sealed, untrusted text
+	reasons         BLOB    NOT NULL, -- sealed, the policy's reasons
+	binding         BLOB    NOT NULL CHECK (length(binding) = 32),
+	-- Keyed MAC of the proposed text (dedupe lookups without unsealing;
+	-- keyed so that it confirms no guess without the content key).
+	proposed_mac    BLOB    NOT NULL CHECK (length(proposed_mac) = 32),
+	created         INTEGER NOT NULL,
+	state           TEXT    NOT NULL CHECK (state IN
+	                ('pending', 'approved', 'denied', 'applied', 'stale', 'refused')),
+	outcome         TEXT    NOT NULL CHECK (outcome IN ('deny', 'needs-human', 'auto-approve')),
+	rule            TEXT    NOT NULL CHECK (length(rule) BETWEEN 1 AND 128),
+	decided_by      TEXT,
+	decided         INTEGER,
+	note            BLOB,             -- sealed
+	result          TEXT    NOT NULL DEFAULT '' CHECK (length(result) <= 512),
+	applied_version INTEGER,
+	CHECK ((session_id IS NULL) = (kind = 'rules'))
+) STRICT;
+
+CREATE INDEX change_requests_session ON change_requests (session_id, state, kind);
+CREATE INDEX change_requests_created ON change_requests (created);
+CREATE INDEX change_requests_dedupe ON change_requests (session_id, kind, base_version, proposed_mac)
+	WHERE state = 'pending';
+
+-- Versions of the operator rules, in canonical text (policy.CanonicalRules).
+-- No row means no rules: version 0.
+CREATE TABLE rules_versions (
+	version   INTEGER PRIMARY KEY CHECK (version >= 1),
+	canonical BLOB    NOT NULL, -- sealed
+	created   INTEGER NOT NULL,
+	change_id TEXT    NOT NULL CHECK (length(change_id) = 32)
+) STRICT;
+
+-- Crypto-erase takes a session's change requests with it (they hold its
+-- profile texts and the agent's words), in the erase's own transaction.
+CREATE TRIGGER change_requests_erase AFTER UPDATE OF state ON sessions
+	FOR EACH ROW WHEN NEW.state = 'erased'
+BEGIN
+	DELETE FROM change_requests WHERE session_id = NEW.id;
+END;
+`,
 }
