@@ -18,13 +18,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/admin"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"github.com/ironclaw/ironclaw/policy"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -209,6 +212,7 @@ type Daemon struct {
 	store  *store.Store
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
+	gw     *gateway.Gateway
 }
 
 // Open loads the master key and opens the store and audit log, checks runsc
@@ -253,16 +257,58 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if err := os.Chmod(cfg.RuntimeDir, 0o700); err != nil {
 		return nil, err
 	}
+	sink := &changeSink{}
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: digest, Model: cfg.Model.Default,
-		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis, Log: log,
+		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
+		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
+		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
+		Changes:    sink,
+		Log:        log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Whatever a previous daemon left running or mounted goes before anything starts.
+	if rep, err := d.sup.Reap(ctx); err != nil {
+		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
+	} else if !rep.Empty() {
+		log.Warn("reaped leftovers of a previous daemon", "report", fmt.Sprintf("%+v", rep))
+	}
+	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, digest)})
+	if err != nil {
+		return nil, err
+	}
+	sink.gw = d.gw
 	return d, nil
+}
+
+// hostFacts are the bounds every profile is checked against.
+func hostFacts(cfg config.Config, digest string) policy.Host {
+	l := cfg.Limits
+	return policy.Host{
+		Tools:        wire.Tools(),
+		MaxMemoryMiB: l.MaxMemoryMiB, MaxCPUMillis: l.MaxCPUMillis, MaxTmpMiB: l.MaxTmpMiB,
+		MaxOutboxMiB: l.MaxOutboxMiB, MaxOutboxInodes: l.MaxOutboxInodes,
+		MaxTokensPerDay: l.MaxTokensPerDay, MaxCallsPerMinute: l.MaxCallsPerMinute,
+		MaxInstructionsBytes: 32 << 10,
+		Models:               []string{cfg.Model.Default},
+		BuiltDigests:         []string{digest},
+	}
+}
+
+// changeSink hands agents' change requests to the gateway (set once the
+// gateway exists; nothing is delivered before Serve).
+type changeSink struct{ gw *gateway.Gateway }
+
+func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
+	_, err := c.gw.Submit(ctx, gateway.Request{
+		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
+		Reason: req.Reason, Proposed: []byte(req.Proposed),
+	})
+	return err
 }
 
 func (d *Daemon) close() {

@@ -44,6 +44,7 @@ func (d *Daemon) routes(mux *http.ServeMux) {
 		admin.Reply(w, StatusReply{Version: Version, StateDir: d.cfg.StateDir, Sessions: len(ss)})
 	})
 	mux.HandleFunc("POST /v1/chat", d.chat)
+	d.changeRoutes(mux)
 }
 
 func (d *Daemon) chat(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,11 @@ const (
 	KindProgress Kind = 18
 )
 
+// Tools returns the names of the tools compiled into agentd. A profile may
+// grant only these; there is no tool that installs software, edits the
+// profile or reaches the network.
+func Tools() []string { return []string{"reply", "request_change"} }
+
 // MaxTextSize caps any one text field in a body.
 const MaxTextSize = 64 << 10
 

@@ -56,13 +56,15 @@ func (g *Globals) load() (config.Config, error) {
 type CLI struct {
 	Globals
 
-	Init    InitCmd    `cmd:"" help:"Create the state directory, master key and audit log."`
-	Serve   ServeCmd   `cmd:"" help:"Run the daemon until SIGTERM."`
-	Status  StatusCmd  `cmd:"" help:"Ask the running daemon how it is."`
-	Chat    ChatCmd    `cmd:"" help:"Talk to the local console session of the running daemon."`
-	Audit   AuditCmd   `cmd:"" help:"Inspect the audit log."`
-	Config  ConfigCmd  `cmd:"" name:"config" help:"Show the effective configuration."`
-	Version VersionCmd `cmd:"" help:"Print the version."`
+	Init     InitCmd     `cmd:"" help:"Create the state directory, master key and audit log."`
+	Serve    ServeCmd    `cmd:"" help:"Run the daemon until SIGTERM."`
+	Status   StatusCmd   `cmd:"" help:"Ask the running daemon how it is."`
+	Chat     ChatCmd     `cmd:"" help:"Talk to the local console session of the running daemon."`
+	Changes  ChangesCmd  `cmd:"" help:"Review and decide change requests (the change gateway)."`
+	Sessions SessionsCmd `cmd:"" help:"List sessions and show their profiles."`
+	Audit    AuditCmd    `cmd:"" help:"Inspect the audit log."`
+	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
+	Version  VersionCmd  `cmd:"" help:"Print the version."`
 }
 
 // Main runs the command line and returns the process exit code.

@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,50 +22,17 @@ const cgroupRemoveWait = 3 * time.Second
 // "systemd" hierarchy and cgroup2 at /sys/fs/cgroup/unified; runsc creates a directory for
 // the sandbox in each v1 hierarchy. Reading mountinfo keeps this right on pure v2 hosts too.
 func cgroupMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := readMountinfo()
 	if err != nil {
 		return nil, fmt.Errorf("list cgroup hierarchies: %w", err)
 	}
-	defer f.Close()
 	var mounts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "id parent maj:min root mountpoint opts [optional...] - fstype source superopts"
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
+	for _, m := range all {
+		if m.fsType == "cgroup" || m.fsType == "cgroup2" {
+			mounts = append(mounts, m.point)
 		}
-		fields, postFields := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(postFields) < 1 {
-			continue
-		}
-		if t := postFields[0]; t == "cgroup" || t == "cgroup2" {
-			mounts = append(mounts, unescapeMountinfo(fields[4]))
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("list cgroup hierarchies: %w", err)
 	}
 	return mounts, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for space, ...) of mountinfo paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // CgroupDirs returns every existing cgroup directory that runsc may have created for the

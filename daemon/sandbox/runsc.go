@@ -98,15 +98,24 @@ func (r *Runsc) platform() string {
 // globalArgs are repeated on every runsc invocation: a subcommand run without them looks
 // for the container elsewhere or tries to join a network namespace that does not exist.
 // --network=none: no network stack but loopback. --host-uds=open: the agent may connect to
-// the one bind-mounted daemon socket (and cannot create host sockets).
+// the one bind-mounted daemon socket (and cannot create host sockets). --oci-seccomp: honour
+// the spec's seccomp profile (runsc ignores it without this flag). --overlay2=none: no
+// overlay over any mount, so writes to /outbox really reach the capped host filesystem and
+// the read-only root stays read-only whatever runsc's default becomes.
 func (r *Runsc) globalArgs() []string {
 	return []string{
 		"--root", r.root(),
 		"--network=none",
 		"--host-uds=open",
+		"--oci-seccomp",
+		"--overlay2=none",
 		"--platform", r.platform(),
 	}
 }
+
+// GlobalArgs returns the flags every runsc invocation for our sandboxes carries, for tools
+// that drive runsc directly (benchmarks, a pool of pre-created sandboxes). A copy.
+func (r *Runsc) GlobalArgs() []string { return r.globalArgs() }
 
 // checkConfig validates the settings that do not need the filesystem.
 func (r *Runsc) checkConfig() error {

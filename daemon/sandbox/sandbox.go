@@ -330,9 +330,14 @@ func (s *Sandbox) exited() bool {
 
 // runsc runs a control subcommand with the same global flags as `runsc run`.
 func (s *Sandbox) runsc(ctx context.Context, args ...string) ([]byte, error) {
+	return runControl(ctx, s.runscPath, s.global, args...)
+}
+
+// runControl runs `runsc <global> <args>` with no environment, bounded by runscCmdTimeout.
+func runControl(ctx context.Context, path string, global []string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, runscCmdTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.runscPath, append(slices.Clone(s.global), args...)...)
+	cmd := exec.CommandContext(ctx, path, append(slices.Clone(global), args...)...)
 	cmd.Env = []string{}
 	out, err := cmd.CombinedOutput()
 	if err != nil {

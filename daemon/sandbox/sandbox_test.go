@@ -481,6 +481,8 @@ func TestSpecValidation(t *testing.T) {
 		{"secret in args", func(s *Spec) { s.Stdin = []byte("topsecretkey"); s.Args = []string{"-k=topsecretkey"} }, "secret"},
 		{"memory too low", func(s *Spec) { s.MemoryBytes = 1 << 20 }, "memory"},
 		{"cpu too low", func(s *Spec) { s.CPUMillis = 0 }, "CPU"},
+		{"tmp too small", func(s *Spec) { s.TmpBytes = 4096 }, "/tmp"},
+		{"tmp above memory", func(s *Spec) { s.TmpBytes = s.MemoryBytes + 1 }, "/tmp"},
 		{"bad agent digest", func(s *Spec) { s.AgentSHA256 = "xyz" }, "sha256"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -547,7 +549,7 @@ func TestOCISpec(t *testing.T) {
 		"/inbox":             "bind /in bind,ro,nosuid,nodev,noexec",
 		"/outbox":            "bind /out bind,rw,nosuid,nodev,noexec",
 		"/run/ironclaw.sock": "bind /s.sock bind,ro,nosuid,nodev,noexec",
-		"/tmp":               "tmpfs tmpfs size=16m,mode=1777,nosuid,nodev,noexec",
+		"/tmp":               "tmpfs tmpfs size=16384k,mode=1777,nosuid,nodev,noexec",
 	}
 	if len(mounts) != len(want) {
 		t.Errorf("mounts %v, want %v", mounts, want)
@@ -575,6 +577,29 @@ func TestOCISpec(t *testing.T) {
 		if !ns[n] {
 			t.Errorf("missing fresh %s namespace: %v", n, l.Namespaces)
 		}
+	}
+	if l.Seccomp == nil || l.Seccomp.DefaultAction != "SCMP_ACT_ALLOW" {
+		t.Fatalf("seccomp %+v, want the agent profile", l.Seccomp)
+	}
+	denied := map[string]bool{}
+	for _, sc := range l.Seccomp.Syscalls {
+		if sc.Action == "SCMP_ACT_ERRNO" && len(sc.Args) == 0 {
+			for _, n := range sc.Names {
+				denied[n] = true
+			}
+		}
+	}
+	for _, n := range []string{"unshare", "setns", "mount", "umount2", "pivot_root", "ptrace", "process_vm_readv",
+		"process_vm_writev", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "kexec_load",
+		"init_module", "finit_module", "userfaultfd", "personality", "clone3"} {
+		if !denied[n] {
+			t.Errorf("seccomp does not refuse %s outright", n)
+		}
+	}
+
+	s.TmpBytes = 3 << 20
+	if got := s.OCI().Mounts[4].Options[0]; got != "size=3072k" {
+		t.Errorf("tmp size option %q, want size=3072k", got)
 	}
 }
 
@@ -626,7 +651,7 @@ func TestParseDigestFile(t *testing.T) {
 func TestGlobalArgs(t *testing.T) {
 	r := &Runsc{Root: "/run/x"}
 	got := strings.Join(r.globalArgs(), " ")
-	if want := "--root /run/x --network=none --host-uds=open --platform systrap"; got != want {
+	if want := "--root /run/x --network=none --host-uds=open --oci-seccomp --overlay2=none --platform systrap"; got != want {
 		t.Errorf("global args %q, want %q", got, want)
 	}
 }
@@ -672,4 +697,77 @@ func TestImagesBuildScript(t *testing.T) {
 	if digests[0] != digests[1] {
 		t.Errorf("images/build.sh is not reproducible: %s then %s", digests[0], digests[1])
 	}
+}
+
+// TestSeccompAndNetworkEachHold runs the probe's "layers" mode twice on the real bundle:
+// as Start writes it, and with linux.seccomp removed. Without the profile gVisor lets an
+// unprivileged agent create a user namespace (what the profile is for); with it, EPERM.
+// TCP to the host's loopback fails both ways: --network=none holds on its own, the
+// profile's AF_UNIX-only socket rule is a second wall in front of it.
+func TestSeccompAndNetworkEachHold(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := tcp.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	port := strconv.Itoa(tcp.Addr().(*net.TCPAddr).Port)
+	run := func(t *testing.T, strip bool) string {
+		f := newFixture(t, "-mode=layers", "-port="+port)
+		if err := ensureStateRoot(f.r.root()); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.spec.writeBundle(); err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(f.spec.BundleDir)
+		defer RemoveCgroups(f.spec.ID)
+		if strip {
+			cfgPath := filepath.Join(f.spec.BundleDir, "config.json")
+			var cfg map[string]any
+			b, _ := os.ReadFile(cfgPath)
+			if err := json.Unmarshal(b, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			delete(cfg["linux"].(map[string]any), "seccomp")
+			b, _ = json.Marshal(cfg)
+			if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(f.r.path(), append(f.r.globalArgs(), "run", "-bundle", f.spec.BundleDir, f.spec.ID)...)
+		out, err := cmd.Output()
+		_ = exec.Command(f.r.path(), append(f.r.globalArgs(), "delete", "--force", f.spec.ID)...).Run()
+		if err != nil {
+			t.Fatalf("runsc run: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	with := run(t, false)
+	without := run(t, true)
+	if !strings.HasPrefix(with, "userns=operation not permitted ") {
+		t.Errorf("with the seccomp profile: %q, want user namespace creation refused with EPERM", with)
+	}
+	if !strings.HasPrefix(without, "userns=ok ") {
+		t.Errorf("without the profile: %q; gVisor alone allows clone(CLONE_NEWUSER) (FACTS.md) — if that changed, update docs/sandbox.md", without)
+	}
+	for _, out := range []string{with, without} {
+		if strings.HasSuffix(out, "tcp=ok") {
+			t.Errorf("TCP to the host's loopback connected: %q", out)
+		}
+	}
+	if conns.Load() != 0 {
+		t.Errorf("the host listener accepted %d connections", conns.Load())
+	}
+	t.Logf("with seccomp: %s; without: %s", with, without)
 }

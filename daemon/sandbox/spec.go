@@ -48,12 +48,19 @@ const (
 	// MinCPUMillis is the smallest CPU quota accepted (1% of one core).
 	MinCPUMillis = 10
 
-	// Process limits inside the sandbox. NOFILE bounds descriptors; NPROC bounds tasks
-	// (threads count: a Go program has a handful per GOMAXPROCS).
+	// Process limits inside the sandbox. NOFILE bounds descriptors. NPROC bounds the
+	// agent user's tasks inside the sandbox, threads included (gVisor enforces it in the
+	// Sentry): agentd idles with 6–7 threads. Measured under systrap, each forked process
+	// costs the sandbox ~3–4 MiB, so with 32 a fork bomb gets EAGAIN after ~25 forks,
+	// well inside the default 256 MiB; below ~160 MiB the memory cgroup may OOM-kill the
+	// sandbox first, which contains it just as well.
 	rlimitNOFILE = 256
-	rlimitNPROC  = 128
-	// tmpSize caps the agent's scratch /tmp (tmpfs, counted against its memory limit).
-	tmpSize = "16m"
+	rlimitNPROC  = 32
+	// DefaultTmpBytes caps the agent's scratch /tmp (tmpfs, counted against its memory
+	// limit) when Spec.TmpBytes is zero.
+	DefaultTmpBytes = 16 << 20
+	// MinTmpBytes is the smallest /tmp accepted.
+	MinTmpBytes = 1 << 20
 	// cpuPeriodUs is the CFS period; the quota is CPUMillis/1000 of it.
 	cpuPeriodUs = 100000
 	// nobody is the uid/gid the agent runs as.
@@ -87,7 +94,8 @@ type Spec struct {
 	// InboxDir is bind-mounted read-only at /inbox.
 	InboxDir string
 	// OutboxDir is bind-mounted read-write at /outbox; it must be writable by uid 65534 and
-	// should sit on a size- and inode-capped filesystem (the agent is hostile).
+	// have its own size- and inode-capped filesystem mounted (PrepareOutbox; the supervisor
+	// does this before every start): the agent is hostile and would fill any disk it shares.
 	OutboxDir string
 	// SocketPath is the session's daemon socket, bind-mounted at /run/ironclaw.sock. At most
 	// MaxSocketPathLen bytes. The agent (uid 65534) must be able to connect: connect(2) needs
@@ -104,6 +112,17 @@ type Spec struct {
 	MemoryBytes int64
 	// CPUMillis is the CPU quota in thousandths of a core (1000 = one core).
 	CPUMillis int64
+	// TmpBytes caps the agent's tmpfs /tmp; DefaultTmpBytes if zero. Its pages count
+	// against MemoryBytes, so it must not exceed it.
+	TmpBytes int64
+}
+
+// tmpBytes returns the effective /tmp cap.
+func (s *Spec) tmpBytes() int64 {
+	if s.TmpBytes == 0 {
+		return DefaultTmpBytes
+	}
+	return s.TmpBytes
 }
 
 // validate checks everything about a Spec that can be checked before touching anything.
@@ -144,6 +163,9 @@ func (s *Spec) validate() error {
 	}
 	if s.MemoryBytes < MinMemoryBytes {
 		return fmt.Errorf("sandbox spec: memory limit %d bytes is below the minimum %d (the sandbox itself needs ~15 MiB): raise MemoryBytes", s.MemoryBytes, MinMemoryBytes)
+	}
+	if tb := s.tmpBytes(); tb < MinTmpBytes || tb > s.MemoryBytes {
+		return fmt.Errorf("sandbox spec: /tmp size %d bytes must be between %d and the memory limit %d (tmpfs pages count against it): fix TmpBytes", tb, MinTmpBytes, s.MemoryBytes)
 	}
 	if s.CPUMillis < MinCPUMillis {
 		return fmt.Errorf("sandbox spec: CPU quota %d millicores is below the minimum %d: raise CPUMillis", s.CPUMillis, MinCPUMillis)
@@ -204,7 +226,8 @@ func (s *Spec) OCI() *specs.Spec {
 			{Destination: "/inbox", Type: "bind", Source: s.InboxDir, Options: opts("bind", "ro")},
 			{Destination: "/outbox", Type: "bind", Source: s.OutboxDir, Options: opts("bind", "rw")},
 			{Destination: SocketInside, Type: "bind", Source: s.SocketPath, Options: opts("bind", "ro")},
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: opts("size="+tmpSize, "mode=1777")},
+			// gVisor's tmpfs enforces size= (ENOSPC at the cap); it takes KiB with a k suffix.
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: opts(fmt.Sprintf("size=%dk", (s.tmpBytes()+1023)>>10), "mode=1777")},
 		},
 		Linux: &specs.Linux{
 			// A fresh namespace of every kind; with --network=none the network namespace
@@ -219,6 +242,8 @@ func (s *Spec) OCI() *specs.Spec {
 			},
 			// Explicit, so Stop and the daemon's reaper know exactly where to look.
 			CgroupsPath: "/" + CgroupParent + "/" + s.ID,
+			// Enforced by the Sentry because runsc runs with --oci-seccomp (globalArgs).
+			Seccomp: SeccompProfile(),
 		},
 	}
 }
@@ -233,6 +258,17 @@ func makeBundleDir(dir string) error {
 		return fmt.Errorf("create bundle: %w", err)
 	}
 	return nil
+}
+
+// WriteBundle validates s and writes the bundle Start would run — config.json and a rootfs
+// holding only the agent (digest-checked) — for tools that drive runsc themselves, such as
+// benchmarks or a pool of sandboxes created ahead with `runsc create`. Start does this
+// itself; the caller removes BundleDir.
+func (s Spec) WriteBundle() error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	return s.writeBundle()
 }
 
 // writeBundle creates BundleDir and fills it. The caller removes BundleDir on failure.

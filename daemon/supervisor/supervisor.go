@@ -1,11 +1,17 @@
-// Package supervisor runs conversations: for each session it keeps the
-// daemon's side of the wall (package session) open and one gVisor sandbox
-// (package sandbox) running the pinned agent, started on demand. It creates
-// sessions — a fresh random key wrapped by the master key, a first profile,
-// two sealed queues — and routes what the agent writes back to where the
-// session is bound, never to where a row says.
+// Package supervisor runs conversations: for each session it keeps the daemon's side of the
+// wall (package session) open and one gVisor sandbox (package sandbox) running the pinned
+// agent while there is work. It creates sessions — a fresh random key wrapped by the master
+// key, a first profile, two sealed queues — and routes what the agent writes back to where
+// the session is bound, never to where a row says.
 //
-// There is no way here to run an agent outside a sandbox.
+// Lifecycle of a session's sandbox (lifecycle.go): started on demand when a message
+// arrives; stopped after IdleTimeout with nothing to do; restarted with exponential backoff
+// when it exits on its own while inbox rows are unread; stopped for good — reported as
+// "sandbox.crashloop" with its last exit status — after CrashLoopCount exits within
+// CrashLoopWindow, or when its outbox is refused as hostile; stopped gracefully on Close.
+// Before the first sandbox starts, Reap removes what an earlier daemon left behind.
+//
+// There is no way here to run an agent outside a sandbox, and no switch that weakens one.
 package supervisor
 
 import (
@@ -18,7 +24,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -30,9 +39,24 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/store"
 )
 
-// AgentUID is the user the agent runs as inside the sandbox (nobody); the
-// outbox belongs to it.
+// AgentUID is the user the agent runs as inside the sandbox (nobody); the outbox belongs
+// to it.
 const AgentUID = 65534
+
+// Defaults for the Config fields that may be left zero. Each zero means "this default",
+// never "unlimited".
+const (
+	DefaultIdleTimeout     = 10 * time.Minute
+	DefaultBackoffMin      = time.Second
+	DefaultBackoffMax      = time.Minute
+	DefaultCrashLoopCount  = 5
+	DefaultCrashLoopWindow = 2 * time.Minute
+	DefaultMaxRunning      = 16
+	// The host maxima below match config.Default's limits.
+	DefaultMaxTmpMiB       = 256
+	DefaultMaxOutboxMiB    = 1024
+	DefaultMaxOutboxInodes = 65536
+)
 
 // Config wires a Supervisor.
 type Config struct {
@@ -42,15 +66,77 @@ type Config struct {
 	Store      *store.Store
 	Audit      *audit.Log
 	Runsc      *sandbox.Runsc
-	// AgentBinary is the agentd the sandboxes run; AgentDigest its pinned
-	// "sha256:<hex>". A session whose profile names another digest does not
-	// start: a different binary is a software change for the gateway.
+	// AgentBinary is the agentd the sandboxes run; AgentDigest its pinned "sha256:<hex>".
+	// A session whose profile names another digest does not start: a different binary is a
+	// software change for the gateway. The digest is checked again on the bytes copied into
+	// every sandbox's root (sandbox.Spec.AgentSHA256).
 	AgentBinary string
 	AgentDigest string
 	Model       string
-	MemoryMiB   int64 // host maxima
-	CPUMillis   int64
-	Log         *slog.Logger
+	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
+	// profile's limits. Zero refuses every start (there is no "unlimited").
+	MemoryMiB int64
+	CPUMillis int64
+	// TmpMiB, OutboxMiB and OutboxInodes are host maxima for /tmp and the outbox
+	// filesystem, applied like MemoryMiB. Zero means DefaultMaxTmpMiB, DefaultMaxOutboxMiB,
+	// DefaultMaxOutboxInodes (config's limits.max_tmp_mib, max_outbox_mib,
+	// max_outbox_inodes).
+	TmpMiB       int64
+	OutboxMiB    int64
+	OutboxInodes int64
+	// MaxRunning caps sandboxes running at once (config's limits.max_running_sandboxes).
+	// Default: DefaultMaxRunning.
+	MaxRunning int
+	// IdleTimeout stops a sandbox after this long without a message in or a row out, once
+	// it has handled every inbox row. Default: DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// BackoffMin and BackoffMax bound the delay before restarting a sandbox that exited on
+	// its own with inbox rows unread: BackoffMin, doubling with each exit within
+	// CrashLoopWindow, at most BackoffMax. Defaults: DefaultBackoffMin, DefaultBackoffMax.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// CrashLoopCount exits within CrashLoopWindow stop the session until an operator calls
+	// Resume. Defaults: DefaultCrashLoopCount, DefaultCrashLoopWindow.
+	CrashLoopCount  int
+	CrashLoopWindow time.Duration
+	// Changes receives agents' change requests (the gateway). Nil refuses
+	// them all, audited.
+	Changes ChangeSink
+	Log     *slog.Logger
+}
+
+// withDefaults fills the zero fields that have a default.
+func (c Config) withDefaults() Config {
+	set := func(p *time.Duration, d time.Duration) {
+		if *p <= 0 {
+			*p = d
+		}
+	}
+	set(&c.IdleTimeout, DefaultIdleTimeout)
+	set(&c.BackoffMin, DefaultBackoffMin)
+	set(&c.BackoffMax, DefaultBackoffMax)
+	set(&c.CrashLoopWindow, DefaultCrashLoopWindow)
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = c.BackoffMin
+	}
+	if c.CrashLoopCount <= 0 {
+		c.CrashLoopCount = DefaultCrashLoopCount
+	}
+	if c.MaxRunning <= 0 {
+		c.MaxRunning = DefaultMaxRunning
+	}
+	for _, f := range []struct {
+		p *int64
+		d int64
+	}{{&c.TmpMiB, DefaultMaxTmpMiB}, {&c.OutboxMiB, DefaultMaxOutboxMiB}, {&c.OutboxInodes, DefaultMaxOutboxInodes}} {
+		if *f.p <= 0 {
+			*f.p = f.d
+		}
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
 }
 
 // Reply is an agent's answer as delivered to a binding.
@@ -64,32 +150,60 @@ type Reply struct {
 type Supervisor struct {
 	cfg Config
 
+	// ctx is cancelled by Close; background work (watchers, scheduled restarts) runs under
+	// it and is counted in wg, which Close waits for.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
 	mu      sync.Mutex
-	running map[wire.SessionID]*conv // guarded by mu
+	running map[wire.SessionID]*conv // guarded by mu: open conversations
 	waiters map[chan Reply]string    // guarded by mu: reply subscribers → binding
+	boxes   int                      // guarded by mu: sandboxes running or starting
 	closed  bool                     // guarded by mu
 }
 
+// conv is one open conversation.
 type conv struct {
 	id      wire.SessionID
 	binding string
 	key     *wire.Key
 	wall    *session.Wall
 
-	mu  sync.Mutex       // guards box
-	box *sandbox.Sandbox // nil when no sandbox runs
+	// Updated from the outbox delivery path, which may run while mu is held by a start
+	// (Collect delivers): atomics, not mu.
+	lastActive atomic.Int64  // unix nanoseconds of the last message in or row out
+	progress   atomic.Uint64 // highest inbox seq the agent recorded as handled
+	inboxHead  atomic.Uint64 // highest inbox seq this supervisor wrote
+
+	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
+
+	mu        sync.Mutex       // guards the fields below
+	box       *sandbox.Sandbox // nil when no sandbox runs
+	started   time.Time        // when box started
+	exits     []time.Time      // exits on its own within CrashLoopWindow, oldest first
+	restartAt time.Time        // a restart is scheduled for then (zero: none)
+	failed    error            // the session is stopped until Resume (crash loop, hostile outbox)
+	lastExit  *sandbox.ExitStatus
+	lastOut   []byte // stdout and stderr of the last sandbox that ended (untrusted)
+	lastErr   []byte
 }
 
-// New returns a supervisor.
+// New returns a supervisor. Call Reap before the first conversation starts.
 func New(cfg Config) (*Supervisor, error) {
+	cfg = cfg.withDefaults()
 	for _, d := range []string{filepath.Join(cfg.StateDir, "sessions"), filepath.Join(cfg.StateDir, "bundles"), filepath.Join(cfg.RuntimeDir, "s")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("supervisor: %w", err)
 		}
 	}
-	// Sessions directory: the sandbox (as root on the host) bind-mounts from
-	// it; other users need not even list it.
-	return &Supervisor{cfg: cfg, running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}}, nil
+	// The sessions directory stays 0700: runsc's gofer (root on the host) opens the
+	// bind-mounted directories; nobody else needs even to list them.
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Supervisor{
+		cfg: cfg, ctx: ctx, cancel: cancel,
+		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{},
+	}, nil
 }
 
 // FileDigest returns "sha256:<hex>" of the file at path.
@@ -111,8 +225,7 @@ func (s *Supervisor) audit(actor, action, subject, decision, result string) erro
 	return err
 }
 
-// Subscribe returns a channel that receives replies for binding until
-// Unsubscribe.
+// Subscribe returns a channel that receives replies for binding until Unsubscribe.
 func (s *Supervisor) Subscribe(binding string) chan Reply {
 	ch := make(chan Reply, 64)
 	s.mu.Lock()
@@ -128,8 +241,8 @@ func (s *Supervisor) Unsubscribe(ch chan Reply) {
 	s.mu.Unlock()
 }
 
-// Send delivers a message from a user to the session bound to binding,
-// creating the session on first contact, and makes sure its sandbox runs.
+// Send delivers a message from a user to the session bound to binding, creating the session
+// on first contact, and makes sure its sandbox runs (or is scheduled to restart).
 func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire.SessionID, uint64, error) {
 	c, err := s.conversation(ctx, binding)
 	if err != nil {
@@ -139,14 +252,29 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 	if err != nil {
 		return c.id, 0, err
 	}
-	if err := s.ensureSandbox(ctx, c); err != nil {
+	c.noteInbox(seq)
+	if err := s.ensureSandbox(ctx, c, false); err != nil {
 		return c.id, seq, err
 	}
 	return c.id, seq, nil
 }
 
-// conversation returns the running conversation for binding, opening or
-// creating its session.
+func (c *conv) touch() { c.lastActive.Store(time.Now().UnixNano()) }
+
+func (c *conv) noteInbox(seq uint64) {
+	for {
+		h := c.inboxHead.Load()
+		if seq <= h || c.inboxHead.CompareAndSwap(h, seq) {
+			break
+		}
+	}
+	c.touch()
+}
+
+// unread reports whether the inbox holds rows the agent has not recorded as handled.
+func (c *conv) unread() bool { return c.inboxHead.Load() > c.progress.Load() }
+
+// conversation returns the open conversation for binding, opening or creating its session.
 func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, error) {
 	sess, err := s.cfg.Store.SessionByBinding(ctx, binding)
 	if errors.Is(err, store.ErrNotFound) {
@@ -172,6 +300,8 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 		return nil, err
 	}
 	c := &conv{id: sess.ID, binding: binding, key: key}
+	c.touch()
+	actor := "agent:" + sess.ID.String()
 	c.wall, err = session.Open(session.Config{
 		ID:      sess.ID,
 		Key:     key,
@@ -180,19 +310,35 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 		Taken:   taken,
 		Agent:   queue.Owner{UID: AgentUID, GID: AgentUID},
 		Deliver: func(ctx context.Context, rows []queue.Row) error { return s.deliver(ctx, c, rows) },
+		// Called from the session socket's handlers and from Collect, with the wall's lock
+		// held: it must not call back into the wall or take c.mu.
 		Refused: func(what string) {
-			s.cfg.Audit.Refuse("agent:"+sess.ID.String(), "socket.refused", sess.ID.String(), what)
+			action := "socket.refused"
+			if strings.HasPrefix(what, "hostile outbox") {
+				action = "outbox.refused"
+				s.goFailHostile(c)
+			}
+			if err := s.cfg.Audit.Refuse(actor, action, sess.ID.String(), what); err != nil {
+				s.cfg.Log.Error("audit write failed", "session", sess.ID.String(), "err", err)
+			}
 		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.running[sess.ID] = c
+	if err := s.syncProfile(ctx, c); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
 func (s *Supervisor) sessionDir(id wire.SessionID) string {
 	return filepath.Join(s.cfg.StateDir, "sessions", id.String())
+}
+
+func (s *Supervisor) outboxDir(id wire.SessionID) string {
+	return filepath.Join(s.sessionDir(id), wire.OutboxDir)
 }
 
 func (s *Supervisor) socketPath(id wire.SessionID) string {
@@ -230,8 +376,8 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 	return s.cfg.Store.GetSession(ctx, id)
 }
 
-// deliver routes verified outbox rows. Replies go to the session's own
-// binding; change requests will go to the gateway.
+// deliver routes verified outbox rows. Replies go to the session's own binding; change
+// requests will go to the gateway. Progress rows tell the lifecycle what the agent handled.
 func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) error {
 	var last uint64
 	for _, r := range rows {
@@ -248,68 +394,24 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 				}
 			}
 			s.mu.Unlock()
+		case wire.ChangeRequest:
+			// The gateway decides; a refusal is an outcome, not a delivery
+			// failure (it is audited there).
+			if s.cfg.Changes == nil {
+				s.cfg.Audit.Refuse("agent:"+c.id.String(), "change.refused", c.id.String(), "no gateway")
+			} else if err := s.cfg.Changes.SubmitAgentChange(ctx, c.id, b); err != nil {
+				s.cfg.Log.Info("change request not accepted", "session", c.id.String(), "err", err)
+			}
+		case wire.Progress:
+			// Never past what was written: a lying agent cannot make the supervisor
+			// think it is done and skip a restart it owes another message.
+			if p := min(b.Inbox, c.inboxHead.Load()); p > c.progress.Load() {
+				c.progress.Store(p)
+			}
 		}
 	}
+	c.touch()
 	return s.cfg.Store.AdvanceCursor(ctx, c.id, store.CursorOutboxDelivered, last)
-}
-
-// ensureSandbox starts the session's sandbox unless it runs.
-func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.box != nil {
-		select {
-		case <-c.box.Done():
-			st, _ := c.box.Wait()
-			s.cfg.Log.Warn("sandbox exited", "session", c.id.String(), "status", st.String(), "stderr", string(tail(c.box.Stderr(), 512)))
-			c.box.Stop(ctx)
-			c.box = nil
-		default:
-			return nil
-		}
-	}
-	_, p, err := s.cfg.Store.CurrentProfile(ctx, c.id)
-	if err != nil {
-		return err
-	}
-	if p.AgentDigest != s.cfg.AgentDigest {
-		return fmt.Errorf("supervisor: session %s pins agent %s but %s is %s: a different agent binary is a software change for the gateway", c.id, p.AgentDigest, s.cfg.AgentBinary, s.cfg.AgentDigest)
-	}
-	// Before the agent runs it cannot be writing: collect anything left.
-	if _, err := c.wall.Collect(ctx); err != nil && !errors.Is(err, queue.ErrHotJournal) {
-		return err
-	}
-	hs := (&wire.Handshake{Session: c.id, Key: *c.key}).Marshal()
-	defer clear(hs)
-	mem := min(p.Limits.MemoryMiB, s.cfg.MemoryMiB)
-	cpu := min(p.Limits.CPUMillis, s.cfg.CPUMillis)
-	box, err := s.cfg.Runsc.Start(ctx, sandbox.Spec{
-		ID:          sandbox.IDPrefix + c.id.String(),
-		BundleDir:   filepath.Join(s.cfg.StateDir, "bundles", c.id.String()),
-		AgentPath:   s.cfg.AgentBinary,
-		AgentSHA256: trimDigest(s.cfg.AgentDigest),
-		InboxDir:    filepath.Join(s.sessionDir(c.id), wire.InboxDir),
-		OutboxDir:   filepath.Join(s.sessionDir(c.id), wire.OutboxDir),
-		SocketPath:  s.socketPath(c.id),
-		Stdin:       hs,
-		MemoryBytes: mem << 20,
-		CPUMillis:   cpu,
-	})
-	result := "started"
-	if err != nil {
-		result = "failed: " + err.Error()
-	}
-	if aerr := s.audit("daemon", "sandbox.start", c.id.String(), "", result); aerr != nil {
-		if box != nil {
-			box.Stop(context.Background())
-		}
-		return fmt.Errorf("supervisor: audit: %w", aerr)
-	}
-	if err != nil {
-		return err
-	}
-	c.box = box
-	return nil
 }
 
 func trimDigest(d string) string {
@@ -326,7 +428,8 @@ func tail(b []byte, n int) []byte {
 	return b
 }
 
-// Close stops every sandbox and closes every wall.
+// Close stops every sandbox gracefully (SIGTERM, then SIGKILL after sandbox.StopGrace),
+// releases their outbox filesystems, closes every wall and waits for background work.
 func (s *Supervisor) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
@@ -335,16 +438,26 @@ func (s *Supervisor) Close(ctx context.Context) error {
 		convs = append(convs, c)
 	}
 	s.mu.Unlock()
+	s.cancel() // watchers and scheduled restarts return
 	var errs []error
+	var wg sync.WaitGroup
+	var emu sync.Mutex
 	for _, c := range convs {
-		c.mu.Lock()
-		if c.box != nil {
-			errs = append(errs, c.box.Stop(ctx))
-			s.audit("daemon", "sandbox.stop", c.id.String(), "", "shutdown")
-		}
-		c.mu.Unlock()
-		errs = append(errs, c.wall.Close())
-		clear(c.key[:])
+		wg.Add(1)
+		// In parallel: each stop may wait StopGrace for an agent that ignores SIGTERM.
+		go func() {
+			defer wg.Done()
+			c.mu.Lock()
+			err := s.stopLocked(ctx, c, "shutdown")
+			c.mu.Unlock()
+			err = errors.Join(err, c.wall.Close())
+			clear(c.key[:])
+			emu.Lock()
+			errs = append(errs, err)
+			emu.Unlock()
+		}()
 	}
+	wg.Wait()
+	s.wg.Wait()
 	return errors.Join(errs...)
 }

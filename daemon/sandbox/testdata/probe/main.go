@@ -45,7 +45,7 @@ type Report struct {
 }
 
 func main() {
-	mode := flag.String("mode", "full", "full | exit | sleep")
+	mode := flag.String("mode", "full", "full | exit | sleep | layers")
 	code := flag.Int("code", 0, "exit code")
 	port := flag.Int("port", 0, "host TCP port on 127.0.0.1 to try (must fail)")
 	ignoreTerm := flag.Bool("ignore-term", false, "ignore SIGTERM in sleep mode")
@@ -64,6 +64,22 @@ func main() {
 		}
 		time.Sleep(time.Hour)
 		os.Exit(*code)
+	case "layers":
+		// One line: what creating a user namespace (a child cloned with CLONE_NEWUSER: Go is
+		// multithreaded, so unshare would say EINVAL) and a TCP dial to the host's loopback
+		// did. The test runs this with and without the seccomp profile.
+		unshare := "ok"
+		if e := cloneNewUser(); e != 0 {
+			unshare = e.Error()
+		}
+		tcp := "ok"
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", *port), 2*time.Second); err != nil {
+			tcp = err.Error()
+		} else {
+			c.Close()
+		}
+		fmt.Printf("userns=%s tcp=%s\n", unshare, tcp)
+		os.Exit(0)
 	case "full":
 	default:
 		fmt.Fprintln(os.Stderr, "probe: unknown mode", *mode)
@@ -149,6 +165,23 @@ func main() {
 		time.Sleep(10 * time.Millisecond)
 	}
 	os.Exit(*code)
+}
+
+// cloneNewUser forks a child into a new user namespace; the child exits at once, running
+// only raw system calls on the copied stack.
+//
+//go:nosplit
+func cloneNewUser() syscall.Errno {
+	pid, _, e := syscall.RawSyscall6(syscall.SYS_CLONE, syscall.CLONE_NEWUSER|uintptr(syscall.SIGCHLD), 0, 0, 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	if pid == 0 {
+		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+	}
+	var ws syscall.WaitStatus
+	syscall.Wait4(int(pid), &ws, 0, nil)
+	return 0
 }
 
 func names(dir string) []string {

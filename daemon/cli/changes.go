@@ -1,0 +1,233 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/ironclaw/ironclaw/daemon"
+)
+
+// ChangesCmd lists and decides change requests through the running daemon.
+// There is deliberately no way to approve more than one request at a time.
+type ChangesCmd struct {
+	List    ChangesListCmd    `cmd:"" default:"withargs" help:"List change requests (pending ones unless --all)."`
+	Show    ChangesShowCmd    `cmd:"" help:"Show one request with its full diff."`
+	Approve ChangesApproveCmd `cmd:"" help:"Show a request's full diff and, after you confirm, apply exactly it."`
+	Deny    ChangesDenyCmd    `cmd:"" help:"Show a request's full diff and, after you confirm, deny it."`
+	Propose ChangesProposeCmd `cmd:"" help:"Propose a change of a session's profile (it goes through the same gateway)."`
+}
+
+// ChangesListCmd lists requests.
+type ChangesListCmd struct {
+	All bool `help:"Include decided requests."`
+}
+
+// Run lists.
+func (c ChangesListCmd) Run(ctx context.Context, g *Globals) error {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	path := "/v1/changes"
+	if c.All {
+		path += "?all=1"
+	}
+	var list []daemon.ChangeSummary
+	if err := cl.Do(ctx, "GET", path, nil, &list); err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(g.stdout, "no change requests")
+		return nil
+	}
+	fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12s  %s\n", "ID", "STATE", "KIND", "SESSION", "REQUESTER")
+	for _, s := range list {
+		fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12.12s  %s\n", s.ID, s.State, s.Kind, s.Session, sanitize(s.Requester))
+	}
+	return nil
+}
+
+// ChangesShowCmd shows one request.
+type ChangesShowCmd struct {
+	ID string `arg:"" help:"Request id."`
+}
+
+func fetchView(ctx context.Context, g *Globals, id string) (daemon.ChangeView, error) {
+	var v daemon.ChangeView
+	cl, err := adminClient(g)
+	if err != nil {
+		return v, err
+	}
+	err = cl.Do(ctx, "GET", "/v1/changes/"+url.PathEscape(id), nil, &v)
+	return v, err
+}
+
+// printView renders a request for a human: metadata, the untrusted reason
+// marked as such, and the whole diff. Everything is sanitised for the
+// terminal.
+func printView(g *Globals, v daemon.ChangeView) {
+	w := g.stdout
+	fmt.Fprintf(w, "change request %s\n", v.ID)
+	fmt.Fprintf(w, "  session:   %s\n  kind:      %s\n  requester: %s\n  state:     %s\n", v.Session, v.Kind, sanitize(v.Requester), v.State)
+	fmt.Fprintf(w, "  policy:    %s (rule %s)\n", v.Outcome, v.Rule)
+	for _, r := range v.PolicyReasons {
+		fmt.Fprintf(w, "             %s\n", sanitize(r))
+	}
+	fmt.Fprintf(w, "  changes:   %s", strings.Join(v.ChangedFields, ", "))
+	if v.Restart {
+		fmt.Fprint(w, " (restarts the agent's sandbox)")
+	}
+	fmt.Fprintln(w)
+	if !v.BaseIsCurrent {
+		fmt.Fprintln(w, "  STALE: the profile changed since this request; approving only marks it stale")
+	}
+	fmt.Fprintf(w, "  binding:   %s\n", v.Binding)
+	fmt.Fprintln(w, "  reason given by the requester (UNTRUSTED, unverified):")
+	for _, line := range strings.Split(sanitize(v.UntrustedReason), "\n") {
+		fmt.Fprintf(w, "    | %s\n", line)
+	}
+	fmt.Fprintf(w, "--- base version %d\n+++ proposed\n%s", v.BaseVersion, sanitize(v.Diff))
+	if !strings.HasSuffix(v.Diff, "\n") {
+		fmt.Fprintln(w)
+	}
+}
+
+// Run shows.
+func (c ChangesShowCmd) Run(ctx context.Context, g *Globals) error {
+	v, err := fetchView(ctx, g, c.ID)
+	if err != nil {
+		return err
+	}
+	printView(g, v)
+	return nil
+}
+
+// ChangesApproveCmd approves one request.
+type ChangesApproveCmd struct {
+	ID string `arg:"" help:"Request id."`
+}
+
+// Run approves after showing the diff and reading "approve" on stdin.
+func (c ChangesApproveCmd) Run(ctx context.Context, g *Globals) error {
+	return decide(ctx, g, c.ID, true, "")
+}
+
+// ChangesDenyCmd denies one request.
+type ChangesDenyCmd struct {
+	ID   string `arg:"" help:"Request id."`
+	Note string `help:"A note for the record."`
+}
+
+// Run denies after showing the diff and reading "deny" on stdin.
+func (c ChangesDenyCmd) Run(ctx context.Context, g *Globals) error {
+	return decide(ctx, g, c.ID, false, c.Note)
+}
+
+// decide shows the request, asks for the verb typed in full, and sends the
+// decision bound to the hash of exactly what was shown.
+func decide(ctx context.Context, g *Globals, id string, approve bool, note string) error {
+	v, err := fetchView(ctx, g, id)
+	if err != nil {
+		return err
+	}
+	printView(g, v)
+	verb := "deny"
+	if approve {
+		verb = "approve"
+	}
+	fmt.Fprintf(g.stdout, "Type %q to %s exactly this change: ", verb, verb)
+	answer, _ := daemon.ReadLine(g.stdin)
+	if strings.TrimSpace(answer) != verb {
+		return errors.New("not confirmed; nothing was decided")
+	}
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	var out map[string]string
+	if err := cl.Do(ctx, "POST", "/v1/changes/"+url.PathEscape(id)+"/"+verb, daemon.DecideRequest{Binding: v.Binding, Note: note}, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%s: %s\n", id, out["result"])
+	return nil
+}
+
+// ChangesProposeCmd files an operator's change.
+type ChangesProposeCmd struct {
+	Session string `required:"" help:"Session id (see ironclaw sessions)."`
+	Kind    string `required:"" help:"What changes: instructions, tools, software, contacts, permissions, model or limits."`
+	File    string `required:"" type:"existingfile" help:"The full proposed profile in canonical form (start from ironclaw sessions profile ID)."`
+	Reason  string `help:"Why, for the record."`
+	Base    uint64 `help:"The version you edited (refused if the profile moved since)."`
+}
+
+// Run proposes.
+func (c ChangesProposeCmd) Run(ctx context.Context, g *Globals) error {
+	data, err := os.ReadFile(c.File)
+	if err != nil {
+		return err
+	}
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	var rep daemon.ProposeReply
+	if err := cl.Do(ctx, "POST", "/v1/changes", daemon.ProposeRequest{Session: c.Session, Kind: c.Kind, Proposed: string(data), Reason: c.Reason, BaseVersion: c.Base}, &rep); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "change request %s: %s (policy: %s, rule %s)\n", rep.ID, rep.State, rep.Outcome, rep.Rule)
+	if rep.State == "pending" {
+		fmt.Fprintf(g.stdout, "review and decide it with: ironclaw changes approve %s\n", rep.ID)
+	}
+	return nil
+}
+
+// SessionsCmd lists sessions and shows their profiles.
+type SessionsCmd struct {
+	List    SessionsListCmd    `cmd:"" default:"withargs" help:"List sessions."`
+	Profile SessionsProfileCmd `cmd:"" help:"Print a session's current profile in canonical form."`
+}
+
+// SessionsListCmd lists sessions.
+type SessionsListCmd struct{}
+
+// Run lists.
+func (SessionsListCmd) Run(ctx context.Context, g *Globals) error {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	var list []daemon.SessionSummary
+	if err := cl.Do(ctx, "GET", "/v1/sessions", nil, &list); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "%-32s  %-7s  %-7s  %s\n", "ID", "STATE", "PROFILE", "BINDING")
+	for _, s := range list {
+		fmt.Fprintf(g.stdout, "%-32s  %-7s  v%-6d  %s\n", s.ID, s.State, s.ProfileVersion, sanitize(s.Binding))
+	}
+	return nil
+}
+
+// SessionsProfileCmd prints a profile.
+type SessionsProfileCmd struct {
+	ID string `arg:"" help:"Session id."`
+}
+
+// Run prints the profile.
+func (c SessionsProfileCmd) Run(ctx context.Context, g *Globals) error {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	var p daemon.ProfileReply
+	if err := cl.Do(ctx, "GET", "/v1/sessions/"+url.PathEscape(c.ID)+"/profile", nil, &p); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "# session %s, profile version %d\n", p.Session, p.Version)
+	fmt.Fprint(g.stdout, p.Canonical)
+	return nil
+}
