@@ -124,6 +124,23 @@ func (d *Daemon) changeRoutes(mux *http.ServeMux) {
 		}
 		admin.Reply(w, ProfileReply{Session: id.String(), Version: v, Canonical: string(p.Canonical())})
 	})
+	mux.HandleFunc("DELETE /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		peer, _ := admin.PeerFrom(r.Context())
+		id, err := wire.ParseSessionID(r.PathValue("id"))
+		if err != nil {
+			admin.Fail(w, http.StatusBadRequest, err)
+			return
+		}
+		if _, err := d.store.GetSession(r.Context(), id); err != nil {
+			admin.Fail(w, http.StatusNotFound, err)
+			return
+		}
+		if err := d.sup.Erase(r.Context(), id, peer.Actor()); err != nil {
+			admin.Fail(w, http.StatusInternalServerError, err)
+			return
+		}
+		admin.Reply(w, map[string]string{"id": id.String(), "result": "erased"})
+	})
 	mux.HandleFunc("GET /v1/changes", func(w http.ResponseWriter, r *http.Request) {
 		f := gateway.Filter{}
 		if r.URL.Query().Get("all") == "" {

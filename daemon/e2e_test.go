@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -190,6 +191,26 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if st := in.mustRun("status"); !strings.Contains(st, "sessions: 1") {
 		t.Fatalf("status:\n%s", st)
+	}
+	// Crypto-erase: after typing "erase", the session is gone and the next
+	// message starts a new one.
+	m := regexp.MustCompile(`(?m)^([0-9a-f]{32})\s+active`).FindStringSubmatch(in.mustRun("sessions"))
+	if m == nil {
+		t.Fatalf("no active session:\n%s", in.mustRun("sessions"))
+	}
+	erase := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "sessions", "erase", m[1])
+	erase.Stdin = strings.NewReader("erase\n")
+	if out, err := erase.CombinedOutput(); err != nil {
+		t.Fatalf("erase: %v\n%s", err, out)
+	}
+	if list := in.mustRun("sessions"); !regexp.MustCompile(m[1] + `\s+erased`).MatchString(list) {
+		t.Fatalf("after erase:\n%s", list)
+	}
+	if _, err := os.Stat(filepath.Join(in.root, "state", "sessions", m[1])); !os.IsNotExist(err) {
+		t.Fatalf("the erased session's files are still there: %v", err)
+	}
+	if reply := strings.TrimSpace(in.mustRun("chat", "again")); reply != "again" {
+		t.Fatalf("chat after erase: %q", reply)
 	}
 	// SIGTERM stops it cleanly.
 	cmd.Process.Signal(syscall.SIGTERM)

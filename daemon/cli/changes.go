@@ -190,6 +190,30 @@ func (c ChangesProposeCmd) Run(ctx context.Context, g *Globals) error {
 type SessionsCmd struct {
 	List    SessionsListCmd    `cmd:"" default:"withargs" help:"List sessions."`
 	Profile SessionsProfileCmd `cmd:"" help:"Print a session's current profile in canonical form."`
+	Erase   SessionsEraseCmd   `cmd:"" help:"Crypto-erase a session: stop it and destroy its key, so its data can never be read again."`
+}
+
+// SessionsEraseCmd crypto-erases one session.
+type SessionsEraseCmd struct {
+	ID string `arg:"" help:"Session id."`
+}
+
+// Run erases after the operator types "erase".
+func (c SessionsEraseCmd) Run(ctx context.Context, g *Globals) error {
+	fmt.Fprintf(g.stdout, "This destroys session %s's key: its conversation can no longer be read from this machine or any copy made from now on.\n(Backups taken before now still hold the wrapped key and open with the master key: see docs/keys.md.)\nType \"erase\" to go on: ", c.ID)
+	answer, _ := daemon.ReadLine(g.stdin)
+	if strings.TrimSpace(answer) != "erase" {
+		return errors.New("not confirmed; nothing was erased")
+	}
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	if err := cl.Do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(c.ID), nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "session %s erased\n", c.ID)
+	return nil
 }
 
 // SessionsListCmd lists sessions.
