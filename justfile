@@ -45,9 +45,11 @@ check:
 # Benchmarks (no race detector) and the slow measurements; prints tables.
 bench:
     .ci/install-runsc.sh {{bindir}}
-    go test -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/
+    go test -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/ ./daemon/gateway/
     go test -run '^$' -bench DoorbellRoundTrip -benchtime 300x ./daemon/session/
+    go test -run '^$' -bench 'ColdStart|SendToReplyCold|IdleMemory' -benchtime 20x ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
+    IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/
 
 # Run every fuzz target for a while (default 30s each).
 fuzz time="30s":
