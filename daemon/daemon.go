@@ -272,10 +272,8 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		return nil, err
 	}
 	// Whatever a previous daemon left running or mounted goes before anything starts.
-	if rep, err := d.sup.Reap(ctx); err != nil {
+	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
-	} else if !rep.Empty() {
-		log.Warn("reaped leftovers of a previous daemon", "report", fmt.Sprintf("%+v", rep))
 	}
 	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, digest)})
 	if err != nil {
