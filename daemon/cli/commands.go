@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,11 +23,7 @@ type InitCmd struct {
 
 // Run initialises.
 func (c InitCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.load()
-	if err != nil {
-		return err
-	}
-	pass, done, err := passphraseReader(cfg, g, true)
+	cfg, pass, done, err := g.loadWithKey(true)
 	if err != nil {
 		return err
 	}
@@ -39,11 +36,7 @@ type ServeCmd struct{}
 
 // Run serves until the context ends (SIGTERM or SIGINT).
 func (ServeCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.load()
-	if err != nil {
-		return err
-	}
-	pass, done, err := passphraseReader(cfg, g, false)
+	cfg, pass, done, err := g.loadWithKey(false)
 	if err != nil {
 		return err
 	}
@@ -151,11 +144,7 @@ type AuditVerifyCmd struct {
 
 // Run verifies.
 func (c AuditVerifyCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.load()
-	if err != nil {
-		return err
-	}
-	pass, done, err := passphraseReader(cfg, g, false)
+	cfg, pass, done, err := g.loadWithKey(false)
 	if err != nil {
 		return err
 	}
@@ -181,9 +170,21 @@ func (c AuditVerifyCmd) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
+// loadWithKey loads the configuration and, for custody "passphrase"
+// without a passphrase file, asks for the passphrase on the terminal.
+func (g *Globals) loadWithKey(confirm bool) (config.Config, io.Reader, func(), error) {
+	cfg, err := g.load()
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	pass, done, err := passphraseReader(cfg, confirm)
+	return cfg, pass, done, err
+}
+
 // passphraseReader returns where the passphrase comes from for a custody
-// "passphrase" without a passphrase file: the terminal, with echo off.
-func passphraseReader(cfg config.Config, g *Globals, confirm bool) (*strings.Reader, func(), error) {
+// "passphrase" without a passphrase file: the terminal, with echo off. It
+// returns a nil interface otherwise (never a typed nil).
+func passphraseReader(cfg config.Config, confirm bool) (io.Reader, func(), error) {
 	if cfg.Keys.Custody != config.CustodyPassphrase || cfg.Keys.PassphraseFile != "" {
 		return nil, func() {}, nil
 	}
