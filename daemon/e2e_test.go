@@ -189,6 +189,12 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Logf("chat round trip %v", time.Since(start))
 	}
+	// Without a message argument, every line of standard input is sent.
+	multi := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "chat")
+	multi.Stdin = strings.NewReader("line one\nline two\n\nline three")
+	if out, err := multi.CombinedOutput(); err != nil || string(out) != "line one\nline two\nline three\n" {
+		t.Fatalf("chat from stdin: %v %q", err, out)
+	}
 	if st := in.mustRun("status"); !strings.Contains(st, "sessions: 1") {
 		t.Fatalf("status:\n%s", st)
 	}

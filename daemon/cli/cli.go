@@ -98,7 +98,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		if errors.As(err, &ec) {
 			return int(ec)
 		}
-		fmt.Fprintf(stderr, "ironclaw: error: %v\n", err)
+		// Errors can quote what a hostile agent wrote (an outbox it
+		// corrupted, a reason it gave): never let it drive the terminal.
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize(err.Error()))
 		return 1
 	}
 	return 0

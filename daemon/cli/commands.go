@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -100,17 +101,16 @@ func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
 	if len(c.Message) > 0 {
 		return send(strings.Join(c.Message, " "))
 	}
-	for {
-		line, err := daemon.ReadLine(g.stdin)
-		if line != "" {
+	sc := bufio.NewScanner(g.stdin)
+	sc.Buffer(make([]byte, 0, 4096), 64<<10)
+	for sc.Scan() {
+		if line := strings.TrimRight(sc.Text(), "\r"); line != "" {
 			if err := send(line); err != nil {
 				return err
 			}
 		}
-		if err != nil {
-			return nil
-		}
 	}
+	return sc.Err()
 }
 
 // sanitize makes agent text safe for a terminal: control characters,

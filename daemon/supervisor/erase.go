@@ -21,7 +21,10 @@ func (s *Supervisor) Erase(ctx context.Context, id wire.SessionID, actor string)
 	if err := s.audit(actor, "session.erase", id.String(), "", "requested"); err != nil {
 		return fmt.Errorf("supervisor: audit: %w", err)
 	}
+	// From here on no message can reopen the session, even one that read it
+	// as active from the store a moment ago.
 	s.mu.Lock()
+	s.erased[id] = true
 	c := s.running[id]
 	delete(s.running, id)
 	s.mu.Unlock()

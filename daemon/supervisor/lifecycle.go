@@ -142,10 +142,15 @@ func (s *Supervisor) idleCheck(c *conv, box *sandbox.Sandbox) (time.Duration, bo
 	if left := s.cfg.IdleTimeout - idle; left > 0 {
 		return left, false
 	}
+	// Activity is a message in or progress recorded, never mere outbox rows:
+	// an agent cannot keep its sandbox (and a running slot) by chattering.
+	// One that handles nothing for a whole IdleTimeout with rows unread is
+	// stuck, not busy; the next message starts it afresh.
+	why := "idle"
 	if c.unread() {
-		return s.cfg.IdleTimeout, false // working (or stuck: the crash and idle logic differ)
+		why = "no progress with rows unread for " + s.cfg.IdleTimeout.String()
 	}
-	if err := s.stopLocked(s.ctx, c, "idle"); err != nil {
+	if err := s.stopLocked(s.ctx, c, why); err != nil {
 		s.cfg.Log.Error("stopping an idle sandbox", "session", c.id.String(), "err", err)
 	}
 	return 0, true

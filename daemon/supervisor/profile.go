@@ -58,15 +58,17 @@ func (s *Supervisor) ProfileApplied(ctx context.Context, session wire.SessionID,
 	if sess.State != store.StateActive {
 		return nil
 	}
+	// The change is committed whatever happens here: neither a cancelled
+	// request nor a failed notice may leave the old sandbox running with the
+	// old tools, limits or binary.
+	ctx = context.WithoutCancel(ctx)
 	c, err := s.conversation(ctx, sess.Binding)
 	if err != nil {
 		return err
 	}
-	if err := s.syncProfile(ctx, c); err != nil {
-		return err
-	}
+	syncErr := s.syncProfile(ctx, c)
 	if !restart {
-		return nil
+		return syncErr
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -89,5 +91,5 @@ func (s *Supervisor) ProfileApplied(ctx context.Context, session wire.SessionID,
 			}
 		}
 	}()
-	return nil
+	return syncErr
 }

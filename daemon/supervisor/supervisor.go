@@ -160,7 +160,10 @@ type Supervisor struct {
 	running map[wire.SessionID]*conv // guarded by mu: open conversations
 	waiters map[chan Reply]string    // guarded by mu: reply subscribers → binding
 	boxes   int                      // guarded by mu: sandboxes running or starting
-	closed  bool                     // guarded by mu
+	// erased holds the sessions Erase has begun on; they are never opened
+	// again (ids are never reused, so this only grows by erasures).
+	erased map[wire.SessionID]bool // guarded by mu
+	closed bool                    // guarded by mu
 }
 
 // conv is one open conversation.
@@ -202,7 +205,7 @@ func New(cfg Config) (*Supervisor, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Supervisor{
 		cfg: cfg, ctx: ctx, cancel: cancel,
-		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{},
+		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
 	}, nil
 }
 
@@ -291,6 +294,9 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	if c := s.running[sess.ID]; c != nil {
 		return c, nil
 	}
+	if s.erased[sess.ID] {
+		return nil, fmt.Errorf("supervisor: session %s is being erased", sess.ID)
+	}
 	key, err := s.cfg.Master.Unwrap(sess.ID, sess.WrappedKey)
 	if err != nil {
 		return nil, fmt.Errorf("supervisor: session %s: %w", sess.ID, err)
@@ -326,10 +332,12 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	if err != nil {
 		return nil, err
 	}
-	s.running[sess.ID] = c
 	if err := s.syncProfile(ctx, c); err != nil {
+		c.wall.Close()
+		clear(key[:])
 		return nil, err
 	}
+	s.running[sess.ID] = c
 	return c, nil
 }
 
@@ -379,9 +387,16 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 // deliver routes verified outbox rows. Replies go to the session's own binding; change
 // requests will go to the gateway. Progress rows tell the lifecycle what the agent handled.
 func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) error {
-	var last uint64
+	// The agent must not be able to make delivery fail halfway (by hanging up
+	// on its doorbell), and a row must never be handed on twice: commit the
+	// cursor first, then hand the rows on. A crash between the two loses
+	// them rather than repeating them; channels that need exactly-once use
+	// delivery intents keyed by session and sequence.
+	ctx = context.WithoutCancel(ctx)
+	if err := s.cfg.Store.AdvanceCursor(ctx, c.id, store.CursorOutboxDelivered, rows[len(rows)-1].Header.Seq); err != nil {
+		return err
+	}
 	for _, r := range rows {
-		last = r.Header.Seq
 		switch b := r.Body.(type) {
 		case wire.Reply:
 			s.mu.Lock()
@@ -407,11 +422,11 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 			// think it is done and skip a restart it owes another message.
 			if p := min(b.Inbox, c.inboxHead.Load()); p > c.progress.Load() {
 				c.progress.Store(p)
+				c.touch()
 			}
 		}
 	}
-	c.touch()
-	return s.cfg.Store.AdvanceCursor(ctx, c.id, store.CursorOutboxDelivered, last)
+	return nil
 }
 
 func trimDigest(d string) string {

@@ -1,0 +1,149 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ironclaw/ironclaw/agentd/outbox"
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/audit"
+	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/store"
+)
+
+// noSandboxSupervisor wires a supervisor to a real store, audit log and
+// master key, for the conversation paths that need no sandbox.
+func noSandboxSupervisor(t *testing.T) (*Supervisor, *store.Store) {
+	t.Helper()
+	base, err := os.MkdirTemp("/tmp", "icsup") // short: socket paths
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	state, run := filepath.Join(base, "st"), filepath.Join(base, "r")
+	os.MkdirAll(state, 0o700)
+	m, err := keys.Init(keys.Source{Custody: keys.CustodyKeyFile, StateDir: state, KeyFile: filepath.Join(base, "k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck := m.SubKey("store")
+	st, err := store.Open(filepath.Join(state, "db"), &ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := audit.Open(filepath.Join(state, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{StateDir: state, RuntimeDir: run, Master: m, Store: st, Audit: lg,
+		AgentDigest: "sha256:" + fmt.Sprintf("%064x", 0), Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()); lg.Close(); st.Close() })
+	return s, st
+}
+
+// Crypto-erase cannot be undone by a message racing it: once Erase begins,
+// no conversation for that session is opened again (with its key in
+// memory and its socket serving).
+func TestEraseCannotBeRacedOpen(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	for i := range 30 {
+		binding := fmt.Sprintf("console:race%d", i)
+		c, err := s.conversation(ctx, binding)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error)
+		go func() { done <- s.Erase(ctx, c.id, "operator:local:root") }()
+	race:
+		for {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				break race
+			default:
+				s.conversation(ctx, binding) // may open a NEW session; never the erased one
+			}
+		}
+		s.mu.Lock()
+		open := s.running[c.id]
+		s.mu.Unlock()
+		if open != nil {
+			t.Fatalf("erased session %s is open again after Erase returned", c.id)
+		}
+		if sess, err := st.GetSession(ctx, c.id); err != nil || sess.State != store.StateErased || sess.WrappedKey != nil {
+			t.Fatalf("session %s after erase: %+v %v", c.id, sess, err)
+		}
+	}
+}
+
+// An agent that rings its doorbell and hangs up cannot make the daemon hand
+// the same rows on twice.
+func TestDeliveryOnceWhenAgentHangsUp(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c, err := s.conversation(ctx, "console:local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := s.Subscribe("console:local")
+	var got atomic.Int64
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-sub:
+				got.Add(1)
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer close(stop)
+	w, err := outbox.Open(filepath.Join(s.outboxDir(c.id), wire.OutboxFile), c.id, c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		if _, err := w.Append(wire.Reply{Text: "hello", InReplyTo: uint64(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	body := fmt.Sprintf(`{"seq":%d}`, n)
+	for range 20 {
+		conn, err := net.Dial("unix", s.socketPath(c.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", wire.PathOutboxCommitted, len(body), body)
+		conn.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cur, _ := st.Cursor(ctx, c.id, store.CursorOutboxDelivered); cur == n {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if cur, _ := st.Cursor(ctx, c.id, store.CursorOutboxDelivered); cur != n {
+		t.Fatalf("delivered cursor %d, want %d", cur, n)
+	}
+	if got.Load() != n {
+		t.Fatalf("%d replies handed on for %d rows", got.Load(), n)
+	}
+}
