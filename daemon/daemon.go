@@ -7,6 +7,7 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -27,6 +29,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"github.com/ironclaw/ironclaw/images"
 	"github.com/ironclaw/ironclaw/policy"
 	"golang.org/x/crypto/ssh"
 )
@@ -40,6 +43,10 @@ const (
 	AgentDigestFile = "agentd.digest" // "sha256:<hex>" pinned at init for new sessions
 	AdminSocket     = "admin.sock"    // in the runtime directory
 )
+
+// AnchorInterval is how often a running daemon records the audit log's head
+// in its store.
+const AnchorInterval = 5 * time.Second
 
 // Subkey purposes derived from the master key.
 const (
@@ -213,6 +220,37 @@ type Daemon struct {
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
+
+	installed        string       // digest of the installed agent binary
+	newSessionDigest atomic.Value // string: the agent digest new sessions pin
+}
+
+// NewSessionDigest is the agent digest a new session's first profile pins.
+func (d *Daemon) NewSessionDigest() string { return d.newSessionDigest.Load().(string) }
+
+// PinInstalledAgent makes new sessions pin the installed agent binary. It
+// changes no existing session: each moves to a new binary only through an
+// approved software change.
+func (d *Daemon) PinInstalledAgent(actor string) error {
+	old := d.NewSessionDigest()
+	if old == d.installed {
+		return nil
+	}
+	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: d.cfg.Sandbox.AgentBinary,
+		Decision: "approved", Result: old + " -> " + d.installed}); err != nil {
+		return err
+	}
+	path := filepath.Join(d.cfg.StateDir, AgentDigestFile)
+	tmp := path + ".new"
+	os.Remove(tmp)
+	if err := writeNew(tmp, d.installed+"\n"); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d.newSessionDigest.Store(d.installed)
+	return nil
 }
 
 // Open loads the master key and opens the store and audit log, checks runsc
@@ -238,7 +276,17 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if d.store, d.audit, err = openStores(cfg, master); err != nil {
 		return nil, err
 	}
-	runsc := &sandbox.Runsc{Path: cfg.Sandbox.Runsc, Platform: cfg.Sandbox.Platform, WantDigest: cfg.Sandbox.RunscDigest}
+	// The runsc digest is pinned at build time (images/runsc.sha256); the
+	// config may pin another build explicitly, never none.
+	want := cfg.Sandbox.RunscDigest
+	if want == "" {
+		if want, err = sandbox.ParseDigest(bytes.NewReader(images.RunscPin), "images/runsc.sha256"); err != nil {
+			return nil, err
+		}
+	}
+	// One runsc state root per daemon, under its own runtime directory: a
+	// second daemon on the host neither sees nor reaps this one's sandboxes.
+	runsc := &sandbox.Runsc{Path: cfg.Sandbox.Runsc, Root: filepath.Join(cfg.RuntimeDir, "rs"), Platform: cfg.Sandbox.Platform, WantDigest: want}
 	if err := runsc.Check(ctx); err != nil {
 		d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()})
 		return nil, fmt.Errorf("no sandbox, no agents: %w", err)
@@ -247,9 +295,22 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("reading the pinned agent digest: %w", err)
 	}
-	digest := strings.TrimSpace(string(pinned))
-	if got, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary); err != nil || got != digest {
-		return nil, fmt.Errorf("the agent binary %s is not the pinned %s (got %s, %v): reinstall the pinned build, or file a software change through the gateway", cfg.Sandbox.AgentBinary, digest, got, err)
+	d.newSessionDigest.Store(strings.TrimSpace(string(pinned)))
+	// What is installed is what can run. A session runs it only if its
+	// profile names exactly this digest; anything else is a software change
+	// the owner approves per session (docs/sandbox.md, "Upgrading agentd").
+	installed, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary)
+	if err != nil {
+		return nil, fmt.Errorf("the agent binary: %w (install it with `just setup`)", err)
+	}
+	d.installed = installed
+	if installed != d.NewSessionDigest() {
+		log.Warn("the installed agent is not the one pinned for new sessions; sessions pinned to another binary will not start until a software change is approved",
+			"installed", installed, "pinned", d.NewSessionDigest(), "binary", cfg.Sandbox.AgentBinary)
+		if _, err := d.audit.Append(audit.Record{Actor: "daemon", Action: "agent.installed", Subject: cfg.Sandbox.AgentBinary,
+			Result: "installed " + installed + " differs from the pin " + d.NewSessionDigest()}); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the runtime directory: %w", err)
@@ -261,7 +322,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
-		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: digest, Model: cfg.Model.Default,
+		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
 		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
@@ -275,7 +336,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
 	}
-	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, digest)})
+	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, installed)})
 	if err != nil {
 		return nil, err
 	}
@@ -338,7 +399,26 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("ironclaw ready", "state", d.cfg.StateDir, "admin", filepath.Join(d.cfg.RuntimeDir, AdminSocket), "version", Version)
-	<-ctx.Done()
+	// Keep the audit anchor close behind the log's head, so that cutting
+	// entries off the end after a crash is caught by `audit verify` (all
+	// but the last AnchorInterval's worth).
+	tick := time.NewTicker(AnchorInterval)
+	defer tick.Stop()
+	var anchored uint64
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-tick.C:
+			if seq, _ := d.audit.Head(); seq != anchored {
+				if err := anchor(ctx, d.store, d.audit); err != nil {
+					d.log.Error("anchoring the audit log", "err", err)
+				} else {
+					anchored = seq
+				}
+			}
+		}
+	}
 	d.log.Info("ironclaw stopping")
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -90,7 +91,11 @@ agent_binary = %q
 }
 
 func (in *install) run(args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(in.bin, "ironclaw"), append([]string{"--config", in.config}, args...)...)
+	// Bounded: a "serve" that should have refused to start must not hang
+	// the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(in.bin, "ironclaw"), append([]string{"--config", in.config}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -158,7 +163,17 @@ func (in *install) serve() (*exec.Cmd, *syncBuffer) {
 		cmd.Process.Kill()
 		in.t.Fatal("daemon not ready in 20 s")
 	}
-	in.t.Cleanup(func() { cmd.Process.Kill() })
+	// Stop it as an operator would, so it unmounts and removes what it made.
+	in.t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+		}
+	})
 	return cmd, logs
 }
 
@@ -189,6 +204,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Logf("chat round trip %v", time.Since(start))
 	}
+	// Disk theft, with the session live: nothing under the state or runtime
+	// directory holds the conversation's plaintext (queues, store, audit,
+	// outbox filesystem image, sockets' directories).
+	noPlaintext(t, in, markers)
+
 	// Without a message argument, every line of standard input is sent.
 	multi := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "chat")
 	multi.Stdin = strings.NewReader("line one\nline two\n\nline three")
@@ -234,22 +254,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("no clean stop in the logs:\n%s", logs.String())
 	}
 
-	// Disk theft: with the daemon stopped, nothing under the state or runtime
-	// directory holds the conversation's plaintext.
-	for _, dir := range []string{filepath.Join(in.root, "state"), filepath.Join(in.root, "run")} {
-		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || !d.Type().IsRegular() {
-				return nil
-			}
-			data, _ := os.ReadFile(p)
-			for _, m := range append(markers, "tell me about") {
-				if bytes.Contains(data, []byte(m)) {
-					t.Errorf("%s holds plaintext %q", p, m)
-				}
-			}
-			return nil
-		})
-	}
+	// And with the daemon stopped.
+	noPlaintext(t, in, []string{"line one", "line two", "again"})
 
 	// The audit log verifies; a flipped byte is caught and named.
 	if out := in.mustRun("audit", "verify"); !strings.Contains(out, "audit: OK") {
@@ -268,6 +274,38 @@ func TestEndToEnd(t *testing.T) {
 	if err == nil || !strings.Contains(out, "FAILED at entry 3") {
 		t.Fatalf("tampered audit log: %v\n%s", err, out)
 	}
+	// A cut tail is caught against the anchor the daemon keeps in its store.
+	lines[2][i] ^= 0x01
+	os.WriteFile(logPath, bytes.Join(lines[:len(lines)-2], nil), 0o600)
+	out, err = in.run("audit", "verify")
+	if err == nil || !strings.Contains(out, "anchor") {
+		t.Fatalf("truncated audit log: %v\n%s", err, out)
+	}
+}
+
+// noPlaintext fails if any file under the install's state or runtime
+// directory, or any outbox filesystem mounted there, holds one of marks.
+func noPlaintext(t *testing.T, in *install, marks []string) {
+	t.Helper()
+	files := 0
+	for _, dir := range []string{filepath.Join(in.root, "state"), filepath.Join(in.root, "run")} {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return nil
+			}
+			files++
+			data, _ := os.ReadFile(p)
+			for _, m := range marks {
+				if bytes.Contains(data, []byte(m)) {
+					t.Errorf("%s holds plaintext %q", p, m)
+				}
+			}
+			return nil
+		})
+	}
+	if files < 5 {
+		t.Fatalf("scanned only %d files", files)
+	}
 }
 
 // Fail closed: without a usable runsc, or with an agent binary that is not
@@ -280,15 +318,25 @@ func TestServeFailsClosed(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no sandbox, no agents") || !strings.Contains(out, "install-runsc") {
 		t.Fatalf("serve without runsc: %v\n%s", err, out)
 	}
-	in.writeConfig("")
-	agent := filepath.Join(in.root, "agentd-tampered")
-	data, _ := os.ReadFile(filepath.Join(in.bin, "agentd"))
-	os.WriteFile(agent, append(data, 0), 0o755)
-	in.agent = agent
-	in.writeConfig("")
+	// A runsc that is not the pinned build (one appended byte), in a
+	// root-only directory so that only the digest can be what refuses it.
+	dir, err := os.MkdirTemp("/root", "icrunsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	data, err := os.ReadFile("/opt/ironclaw/bin/runsc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "runsc"), append(data, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in.writeConfig(fmt.Sprintf("runsc = %q", filepath.Join(dir, "runsc")))
 	out, err = in.run("serve")
-	if err == nil || !strings.Contains(out, "not the pinned") {
-		t.Fatalf("serve with a tampered agent: %v\n%s", err, out)
+	if err == nil || !strings.Contains(out, "no sandbox, no agents") || !strings.Contains(out, "sha256") {
+		t.Fatalf("serve with a tampered runsc: %v\n%s", err, out)
 	}
 }
 

@@ -1,11 +1,14 @@
 package daemon_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -87,4 +90,77 @@ func TestChangeGatewayEndToEnd(t *testing.T) {
 	if strings.Contains(string(audit), "French") || strings.Contains(string(audit), "trust me") {
 		t.Fatal("change content leaked into the audit log")
 	}
+}
+
+// Upgrading agentd: a session keeps running only the binary its profile
+// names. After a new binary is installed, the session refuses to start until
+// the owner approves a software change naming the new digest; then it runs
+// the new binary. New sessions move only when the owner pins it.
+func TestAgentUpgradeThroughTheGateway(t *testing.T) {
+	in := newInstall(t)
+	in.mustRun("init")
+	cmd, _ := in.serve()
+	if got := strings.TrimSpace(in.mustRun("chat", "profile?")); got != "profile?" {
+		t.Fatalf("echo agent: %q", got)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+
+	// Install another agent binary (the requester test agent).
+	agent := filepath.Join(in.root, "agentd-v2")
+	build := exec.Command("go", "build", "-trimpath", "-o", agent, "./testdata/requester")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the new agent: %v\n%s", err, out)
+	}
+	in.agent = agent
+	in.writeConfig("")
+	in.serve()
+	out, err := in.run("chat", "--wait", "5s", "profile?")
+	if err == nil || !strings.Contains(out, "--kind software") {
+		t.Fatalf("a session pinned to the old agent ran the new one: %v\n%s", err, out)
+	}
+	sessions := in.mustRun("sessions")
+	id := regexp.MustCompile(`(?m)^([0-9a-f]{32})\s+active`).FindStringSubmatch(sessions)[1]
+	prof := in.mustRun("sessions", "profile", id)
+	prof = prof[strings.Index(prof, "ironclaw-profile 1"):] // the "# session" note goes to stderr
+	sum := sha256.Sum256(mustRead(t, agent))
+	newDigest := "sha256:" + hex.EncodeToString(sum[:])
+	proposed := regexp.MustCompile(`agent\.digest = "[^"]*"`).ReplaceAllString(prof, `agent.digest = "`+newDigest+`"`)
+	file := filepath.Join(in.root, "proposed.txt")
+	os.WriteFile(file, []byte(proposed), 0o600)
+	out = in.mustRun("changes", "propose", "--session", id, "--kind", "software", "--file", file, "--reason", "upgrade", "--base", "1")
+	m := regexp.MustCompile(`change request ([0-9a-f]{32}): pending`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("propose:\n%s", out)
+	}
+	approve := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "changes", "approve", m[1])
+	approve.Stdin = strings.NewReader("approve\n")
+	if out, err := approve.CombinedOutput(); err != nil || !strings.Contains(string(out), "+agent.digest = \""+newDigest) {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(in.mustRun("chat", "profile?")); !strings.HasPrefix(got, "profile v2: ") {
+		t.Fatalf("after the software change the session answered %q, want the new agent", got)
+	}
+	// New sessions still pin the old agent until the owner pins the new one.
+	if st := in.mustRun("status"); !strings.Contains(st, "installed: "+newDigest) || strings.Contains(st, "new sessions: "+newDigest) {
+		t.Fatalf("status:\n%s", st)
+	}
+	pin := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "agent", "pin")
+	pin.Stdin = strings.NewReader("pin\n")
+	if out, err := pin.CombinedOutput(); err != nil {
+		t.Fatalf("pin: %v\n%s", err, out)
+	}
+	if st := in.mustRun("status"); !strings.Contains(st, "new sessions: "+newDigest) {
+		t.Fatalf("status after pin:\n%s", st)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -18,6 +18,10 @@ type StatusReply struct {
 	Version  string `json:"version"`
 	StateDir string `json:"state_dir"`
 	Sessions int    `json:"sessions"`
+	// AgentInstalled is the digest of the installed agentd; AgentPinned the
+	// one new sessions pin.
+	AgentInstalled string `json:"agent_installed"`
+	AgentPinned    string `json:"agent_pinned"`
 }
 
 // ChatRequest is POST /v1/chat: one message to the local console session.
@@ -41,7 +45,16 @@ func (d *Daemon) routes(mux *http.ServeMux) {
 			admin.Fail(w, http.StatusInternalServerError, err)
 			return
 		}
-		admin.Reply(w, StatusReply{Version: Version, StateDir: d.cfg.StateDir, Sessions: len(ss)})
+		admin.Reply(w, StatusReply{Version: Version, StateDir: d.cfg.StateDir, Sessions: len(ss),
+			AgentInstalled: d.installed, AgentPinned: d.NewSessionDigest()})
+	})
+	mux.HandleFunc("POST /v1/agent/pin", func(w http.ResponseWriter, r *http.Request) {
+		peer, _ := admin.PeerFrom(r.Context())
+		if err := d.PinInstalledAgent(peer.Actor()); err != nil {
+			admin.Fail(w, http.StatusInternalServerError, err)
+			return
+		}
+		admin.Reply(w, map[string]string{"pinned": d.NewSessionDigest()})
 	})
 	mux.HandleFunc("POST /v1/chat", d.chat)
 	d.changeRoutes(mux)

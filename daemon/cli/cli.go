@@ -62,6 +62,7 @@ type CLI struct {
 	Chat     ChatCmd     `cmd:"" help:"Talk to the local console session of the running daemon."`
 	Changes  ChangesCmd  `cmd:"" help:"Review and decide change requests (the change gateway)."`
 	Sessions SessionsCmd `cmd:"" help:"List sessions and show their profiles."`
+	Agent    AgentCmd    `cmd:"" help:"Which agent binary new sessions run."`
 	Audit    AuditCmd    `cmd:"" help:"Inspect the audit log."`
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`

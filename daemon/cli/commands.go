@@ -70,7 +70,43 @@ func (StatusCmd) Run(ctx context.Context, g *Globals) error {
 	if err := c.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n", st.Version, st.StateDir, st.Sessions)
+	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n  agent installed: %s\n  agent pinned for new sessions: %s\n",
+		st.Version, st.StateDir, st.Sessions, st.AgentInstalled, st.AgentPinned)
+	return nil
+}
+
+// AgentCmd manages which agent binary new sessions pin.
+type AgentCmd struct {
+	Pin AgentPinCmd `cmd:"" help:"Pin the installed agentd for NEW sessions (existing ones move only through approved software changes)."`
+}
+
+// AgentPinCmd pins the installed agent for new sessions.
+type AgentPinCmd struct{}
+
+// Run pins after the operator types "pin".
+func (AgentPinCmd) Run(ctx context.Context, g *Globals) error {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	var st daemon.StatusReply
+	if err := cl.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if st.AgentInstalled == st.AgentPinned {
+		fmt.Fprintf(g.stdout, "new sessions already pin the installed agent %s\n", st.AgentInstalled)
+		return nil
+	}
+	fmt.Fprintf(g.stdout, "New sessions will run the installed agent\n  %s\ninstead of\n  %s\nType \"pin\" to go on: ", st.AgentInstalled, st.AgentPinned)
+	answer, _ := daemon.ReadLine(g.stdin)
+	if strings.TrimSpace(answer) != "pin" {
+		return errors.New("not confirmed; nothing changed")
+	}
+	var out map[string]string
+	if err := cl.Do(ctx, "POST", "/v1/agent/pin", nil, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "new sessions pin %s\n", out["pinned"])
 	return nil
 }
 

@@ -307,7 +307,13 @@ func ParseDigestFile(path string) (string, error) {
 		return "", fmt.Errorf("read pinned digest: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return ParseDigest(f, path)
+}
+
+// ParseDigest reads a digest pin in the format of images/runsc.sha256 from
+// r; name is used in errors.
+func ParseDigest(r io.Reader, path string) (string, error) {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {

@@ -26,7 +26,7 @@ type Plan struct {
 // is the smaller of the profile's and the host's maximum.
 func (s *Supervisor) SandboxPlan(id wire.SessionID, p profile.Profile, handshake []byte) (Plan, error) {
 	if p.AgentDigest != s.cfg.AgentDigest {
-		return Plan{}, fmt.Errorf("supervisor: session %s pins agent %s but %s is %s: a different agent binary is a software change for the gateway", id, p.AgentDigest, s.cfg.AgentBinary, s.cfg.AgentDigest)
+		return Plan{}, fmt.Errorf("supervisor: session %s pins agent %s but the installed %s is %s: running another binary is a software change; propose it with `ironclaw changes propose --session %s --kind software`", id, p.AgentDigest, s.cfg.AgentBinary, s.cfg.AgentDigest, id)
 	}
 	l := p.Limits
 	return Plan{

@@ -72,7 +72,11 @@ type Config struct {
 	// every sandbox's root (sandbox.Spec.AgentSHA256).
 	AgentBinary string
 	AgentDigest string
-	Model       string
+	// NewSessionDigest returns the digest a new session's first profile
+	// pins (the owner's pin; it may lag the installed binary until the
+	// owner moves it). Nil means AgentDigest.
+	NewSessionDigest func() string
+	Model            string
 	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
 	// profile's limits. Zero refuses every start (there is no "unlimited").
 	MemoryMiB int64
@@ -376,7 +380,11 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 		os.RemoveAll(s.sessionDir(id))
 		return store.Session{}, fmt.Errorf("supervisor: audit: %w", err)
 	}
-	p := profile.Default(s.cfg.Model, s.cfg.AgentDigest)
+	digest := s.cfg.AgentDigest
+	if s.cfg.NewSessionDigest != nil {
+		digest = s.cfg.NewSessionDigest()
+	}
+	p := profile.Default(s.cfg.Model, digest)
 	if err := s.cfg.Store.CreateSession(ctx, id, binding, wrapped, p); err != nil {
 		os.RemoveAll(s.sessionDir(id))
 		return store.Session{}, err

@@ -82,7 +82,7 @@ func TestSandboxPlan(t *testing.T) {
 	}
 
 	p.AgentDigest = "sha256:" + strings.Repeat("cd", 32)
-	if _, err := s.SandboxPlan(id, p, hs); err == nil || !strings.Contains(err.Error(), "gateway") {
-		t.Errorf("a profile pinning another agent = %v, want a refusal naming the gateway", err)
+	if _, err := s.SandboxPlan(id, p, hs); err == nil || !strings.Contains(err.Error(), "--kind software") {
+		t.Errorf("a profile pinning another agent = %v, want a refusal saying how to propose a software change", err)
 	}
 }
