@@ -237,7 +237,7 @@ func TestContainment(t *testing.T) {
 	for _, r := range results {
 		byName[r.Attack] = r
 	}
-	t.Run("inbox (b): writes through a read-write SQLite handle fail", func(t *testing.T) {
+	t.Run("inbox (c) vs a read-write SQLite handle: the read-only mount refuses it", func(t *testing.T) {
 		r := byName["inbox.sqlite_rw_write"]
 		if r.Attack == "" || !strings.Contains(strings.ToLower(r.Err), "readonly") && !strings.Contains(strings.ToLower(r.Err), "read-only") {
 			t.Errorf("SQLite write attempt: %+v, want SQLITE_READONLY", r)

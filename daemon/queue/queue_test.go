@@ -107,9 +107,10 @@ func TestOutboxRoundTrip(t *testing.T) {
 	}
 }
 
-// The agent's inbox reader cannot write, even through raw SQL on its
-// connection: layer (b) of three, tested on its own (the directory is
-// writable here, so the mount is not what stops it).
+// An inbox made by Create refuses writes through a connection opened with
+// SQLite's read-only flag. This is a check of the file and the flag, not of
+// the agent's code: layer (b) itself, the connection agentd/inbox.Open hands
+// the agent, is agentd/inbox's TestOpenIsReadOnly.
 func TestInboxReaderCannotWrite(t *testing.T) {
 	s := newSession(t)
 	conn, err := sqlite.OpenConn(s.inboxPath(), sqlite.OpenReadOnly|sqlite.OpenNoMutex)
@@ -176,6 +177,23 @@ func TestHostileOutbox(t *testing.T) {
 			os.Remove(s.outboxPath())
 			os.Symlink(other.outboxPath(), s.outboxPath())
 		}},
+		// The target is a valid outbox of this very session, written by the agent's own
+		// writer with the same session and key but kept outside the outbox directory: every
+		// row verifies, so only O_NOFOLLOW stands between the daemon and a file the agent
+		// chose (the other symlink cases would fail anyway, on their content).
+		{"symlink to a valid outbox of the same session", func(t *testing.T, s session) {
+			writeOutbox(t, s, 3)
+			if rows, err := s.reader().Snapshot(0, 0); err != nil || len(rows) != 3 {
+				t.Fatalf("the target does not read as a valid outbox: %d rows, %v", len(rows), err)
+			}
+			elsewhere := filepath.Join(t.TempDir(), "elsewhere.db")
+			if err := os.Rename(s.outboxPath(), elsewhere); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(elsewhere, s.outboxPath()); err != nil {
+				t.Fatal(err)
+			}
+		}},
 		{"fifo", func(t *testing.T, s session) {
 			os.Remove(s.outboxPath())
 			if err := syscall.Mkfifo(s.outboxPath(), 0o600); err != nil {
@@ -238,6 +256,13 @@ func TestHostileOutbox(t *testing.T) {
 			execSQL(t, s.outboxPath(), fmt.Sprintf("INSERT INTO rows VALUES (1, zeroblob(%d));", wire.MaxRowSize+1))
 		}},
 	}
+	// The reason some cases must be refused for: the guard under test, not a later check
+	// that happens to catch the same file.
+	reasons := map[string]string{
+		"symlink to a host file":                        "symbolic link",
+		"symlink to another session's outbox":           "symbolic link",
+		"symlink to a valid outbox of the same session": "symbolic link",
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := newSession(t)
@@ -248,6 +273,9 @@ func TestHostileOutbox(t *testing.T) {
 			}
 			if !errors.Is(err, ErrHostile) && !errors.Is(err, ErrHotJournal) {
 				t.Fatalf("error %v is neither ErrHostile nor ErrHotJournal", err)
+			}
+			if want := reasons[c.name]; want != "" && (!errors.Is(err, ErrHostile) || !strings.Contains(err.Error(), want)) {
+				t.Fatalf("refused with %v, want ErrHostile for %q", err, want)
 			}
 			t.Logf("refused: %v", err)
 			// The other session is untouched and still reads.

@@ -20,7 +20,7 @@
 //     buffers and must be treated as hostile text by whoever displays them; its outbox
 //     filesystem is only ever mounted nosuid, nodev, noexec.
 //
-// Facts this package is built on (measured, see /work/shared/FACTS.md and docs/sandbox.md):
+// Facts this package is built on (measured, see docs/facts.md and docs/sandbox.md):
 // runsc needs an absolute bundle path and the same global flags on every subcommand; `runsc
 // wait` loses exit statuses, so `runsc run` stays our child and we wait4 it; container ids
 // match by prefix, so ids have a fixed length; as root, runsc leaks cgroups when create

@@ -759,7 +759,7 @@ func TestSeccompAndNetworkEachHold(t *testing.T) {
 		t.Errorf("with the seccomp profile: %q, want user namespace creation refused with EPERM", with)
 	}
 	if !strings.HasPrefix(without, "userns=ok ") {
-		t.Errorf("without the profile: %q; gVisor alone allows clone(CLONE_NEWUSER) (FACTS.md) — if that changed, update docs/sandbox.md", without)
+		t.Errorf("without the profile: %q; gVisor alone allows clone(CLONE_NEWUSER) (docs/facts.md) — if that changed, update docs/sandbox.md", without)
 	}
 	for _, out := range []string{with, without} {
 		if strings.HasSuffix(out, "tcp=ok") {
