@@ -57,7 +57,7 @@ func (l *Loop) run(ctx context.Context) error {
 	// Anything committed before a crash but not yet announced is announced
 	// now, so the daemon never waits on a doorbell that was lost.
 	if l.Outbox.Head() > 0 {
-		if _, err := l.Coord.OutboxCommitted(ctx, l.Outbox.Head()); err != nil {
+		if err := l.announce(ctx); err != nil {
 			return err
 		}
 	}
@@ -75,15 +75,27 @@ func (l *Loop) run(ctx context.Context) error {
 		}
 		cursor = rows[len(rows)-1].Header.Seq
 		out = append(out, wire.Progress{Inbox: cursor})
-		head, err := l.Outbox.Append(out...)
-		if err != nil {
+		if _, err := l.Outbox.Append(out...); err != nil {
 			return err
 		}
-		if _, err := l.Coord.OutboxCommitted(ctx, head); err != nil {
+		if err := l.announce(ctx); err != nil {
 			return err
 		}
 	}
 	return ctx.Err()
+}
+
+// announce rings the daemon's doorbell for the outbox head and, once the
+// daemon says what it has taken, deletes those rows (keeping the last
+// Progress row): the outbox holds only what the daemon has not taken, and
+// each doorbell copies only that.
+func (l *Loop) announce(ctx context.Context) error {
+	head := l.Outbox.Head()
+	taken, err := l.Coord.OutboxCommitted(ctx, head)
+	if err != nil {
+		return err
+	}
+	return l.Outbox.Prune(min(taken, head))
 }
 
 // read takes a lease, reads the rows after cursor, and releases the lease.

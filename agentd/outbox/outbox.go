@@ -90,9 +90,14 @@ func (w *Writer) Close() error { return w.conn.Close() }
 // is normally the last row. Rows that do not open are an error: the agent's
 // own outbox is damaged and it must not guess.
 func (w *Writer) Progress() (uint64, error) {
-	var found uint64
-	var ok bool
-	err := sqlitex.Execute(w.conn, "SELECT seq, sealed FROM rows ORDER BY seq DESC LIMIT 64", &sqlitex.ExecOptions{
+	_, inbox, _, err := w.progress()
+	return inbox, err
+}
+
+// progress returns the seq and content of the newest Progress row among the
+// last 64, and whether there was one.
+func (w *Writer) progress() (seq, inbox uint64, ok bool, err error) {
+	err = sqlitex.Execute(w.conn, "SELECT seq, sealed FROM rows ORDER BY seq DESC LIMIT 64", &sqlitex.ExecOptions{
 		ResultFunc: func(s *sqlite.Stmt) error {
 			if ok {
 				return nil
@@ -110,12 +115,34 @@ func (w *Writer) Progress() (uint64, error) {
 			if err != nil {
 				return err
 			}
-			found, ok = b.(wire.Progress).Inbox, true
+			seq, inbox, ok = h.Seq, b.(wire.Progress).Inbox, true
 			return nil
 		},
 	})
 	if err != nil {
-		return 0, fmt.Errorf("outbox: finding progress: %w", err)
+		return 0, 0, false, fmt.Errorf("outbox: finding progress: %w", err)
 	}
-	return found, nil
+	return seq, inbox, ok, nil
+}
+
+// Prune deletes, in one transaction, the rows before seq before: call it
+// with what the daemon answered it had taken. It always keeps the newest
+// Progress row (which a restarted agent resumes from) and everything after
+// it, so the head and the sequence go on unchanged; the daemon reads only
+// rows after what it took. SQLite reuses the freed pages, so the file stays
+// the size of the largest backlog instead of growing forever.
+func (w *Writer) Prune(before uint64) (err error) {
+	seq, _, ok, err := w.progress()
+	if err != nil || !ok {
+		return err // no progress row to keep: prune nothing
+	}
+	before = min(before, seq)
+	if before <= 1 {
+		return nil
+	}
+	defer sqlitex.Save(w.conn)(&err)
+	if err := sqlitex.Execute(w.conn, "DELETE FROM rows WHERE seq < ?", &sqlitex.ExecOptions{Args: []any{int64(before)}}); err != nil {
+		return fmt.Errorf("outbox: pruning: %w", err)
+	}
+	return nil
 }

@@ -11,6 +11,11 @@
 // the daemon up; a release that comes after expiry is answered "expired" and
 // the agent discards what it read.
 //
+// An honest agent holds one lease at a time. A Manager holds at most
+// MaxLeases at once: further requests wait until one is released or
+// expires, so an agent that asks and never releases holds the daemon's
+// memory to a constant and delays it by at most the TTL per write.
+//
 // A Manager holds no content; it only orders events.
 package lease
 
@@ -25,6 +30,10 @@ import (
 // a batch of rows inside gVisor takes well under a millisecond, so 200 ms is
 // generous for an honest agent and short enough not to stall the daemon.
 const DefaultTTL = 200 * time.Millisecond
+
+// MaxLeases is how many leases a Manager grants at once. An honest agent
+// holds one; the second leaves room for a release racing the next request.
+const MaxLeases = 2
 
 // ErrClosed is returned once the manager is closed.
 var ErrClosed = errors.New("lease: closed")
@@ -139,13 +148,24 @@ func (m *Manager) UnlockWrite() {
 	m.broadcast()
 }
 
-// Acquire waits until no write is in progress or pending and grants a lease.
+// Acquire waits until no write is in progress or pending and fewer than
+// MaxLeases are held, and grants a lease.
 func (m *Manager) Acquire(ctx context.Context) (id uint64, expires time.Time, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for {
 		if m.closed {
 			return 0, time.Time{}, ErrClosed
+		}
+		// Expired leases are dropped here too, not only when a writer
+		// looks: an agent may ask for leases while the daemon writes nothing.
+		next := m.expire()
+		if len(m.leases) >= MaxLeases {
+			// Held leases end at release (broadcast) or expiry (next).
+			if err := m.wait(ctx, next); err != nil {
+				return 0, time.Time{}, err
+			}
+			continue
 		}
 		if !m.writing && m.writerWaiting == 0 {
 			m.nextID++
@@ -172,6 +192,14 @@ func (m *Manager) Release(id uint64) bool {
 	delete(m.leases, id)
 	m.broadcast()
 	return m.now().Before(exp)
+}
+
+// Held reports how many leases are held (expired ones included until they
+// are noticed).
+func (m *Manager) Held() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.leases)
 }
 
 // Paused reports the total time writers spent waiting for leases to end.

@@ -141,3 +141,61 @@ func TestBell(t *testing.T) {
 		t.Fatalf("immediate wait: %d", seq)
 	}
 }
+
+// An agent that asks for leases and never releases them cannot grow the
+// daemon's memory: at most MaxLeases are held at once, expired ones are
+// dropped without any write happening, and a writer still gets in within
+// about a TTL.
+func TestUnreleasedLeasesAreCapped(t *testing.T) {
+	const ttl = 20 * time.Millisecond
+	m := NewManager(ttl)
+	var granted, worst atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if _, _, err := m.Acquire(ctx); err != nil {
+					return
+				}
+				granted.Add(1)
+				if n := int64(m.Held()); n > worst.Load() {
+					worst.Store(n)
+				}
+			}
+		}()
+	}
+	// A writer arriving mid-flood gets in within about a TTL.
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if err := m.LockWrite(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waited := time.Since(start)
+	m.UnlockWrite()
+	wg.Wait()
+	if worst.Load() > MaxLeases || m.Held() > MaxLeases {
+		t.Fatalf("%d leases held at once (%d now) after %d grants; cap %d", worst.Load(), m.Held(), granted.Load(), MaxLeases)
+	}
+	if waited > 10*ttl {
+		t.Fatalf("writer waited %v behind a lease flood (TTL %v)", waited, ttl)
+	}
+	if granted.Load() < 5 {
+		t.Fatalf("only %d leases granted in 300 ms: expired leases are not being dropped", granted.Load())
+	}
+	// A blocked Acquire honours its context.
+	m2 := NewManager(time.Hour)
+	for range MaxLeases {
+		if _, _, err := m2.Acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	if _, _, err := m2.Acquire(short); err == nil {
+		t.Fatal("a lease beyond the cap was granted")
+	}
+}

@@ -33,7 +33,12 @@ type OutboxReader struct {
 	Session  wire.SessionID
 	Key      *wire.Key
 	MaxBytes int64 // DefaultMaxOutboxBytes if zero
+
+	lastSize int64 // bytes copied by the last Snapshot
 }
+
+// LastSize is how many bytes the last Snapshot copied (0 if it copied none).
+func (r *OutboxReader) LastSize() int64 { return r.lastSize }
 
 // Snapshot copies the outbox and returns its rows with seq > after, in order,
 // at most max of them (all if max <= 0). Call it only while the agent is not
@@ -44,10 +49,12 @@ type OutboxReader struct {
 // sealed for this session, queue and position, strictly decoded. The first
 // bad row fails the whole read, so the caller never acts past a hostile row.
 func (r *OutboxReader) Snapshot(after uint64, max int) ([]Row, error) {
+	r.lastSize = 0
 	data, err := r.copyFile()
 	if err != nil {
 		return nil, err
 	}
+	r.lastSize = int64(len(data))
 	conn, err := openPrivate(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHostile, err)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/lease"
@@ -36,7 +37,9 @@ type Config struct {
 	// Deliver receives verified outbox rows in order, exactly once per
 	// successful return; an error leaves them to be offered again.
 	Deliver func(ctx context.Context, rows []queue.Row) error
-	// Refused reports refused socket requests and hostile outboxes.
+	// Refused reports refused socket requests, as one of the fixed
+	// sessionsock.Refused* classes (never the agent's text), and a hostile
+	// outbox, once, as "hostile outbox: " and the reason.
 	Refused func(what string)
 	// Agent owns the session socket (see sessionsock.Session.AgentUID).
 	Agent queue.Owner
@@ -54,6 +57,66 @@ type Wall struct {
 	mu     sync.Mutex // serialises outbox reads
 	taken  uint64     // guarded by mu
 	failed error      // guarded by mu: set once the outbox was found hostile
+
+	idleBells bucket // charged per doorbell: size copied, and idleness
+}
+
+// Doorbell limits. Every doorbell makes the daemon copy the agent's outbox.
+// A doorbell costs a token per MiB copied, plus one if it delivered nothing,
+// from a bucket of DoorbellBurst refilled at DoorbellRate per second; while
+// the bucket is empty the agent's doorbells wait (only that agent is
+// slowed). An honest agent rings only after committing rows and prunes what
+// the daemon took, so its doorbells cost a small fraction of a token.
+const (
+	DoorbellRate  = 100 // tokens per second
+	DoorbellBurst = 100
+)
+
+// bucket is a token bucket; the zero value starts full.
+type bucket struct {
+	mu     sync.Mutex
+	init   bool
+	tokens float64
+	last   time.Time
+}
+
+// refill tops the bucket up for the time passed. Callers hold mu.
+func (b *bucket) refill(now time.Time) {
+	if !b.init {
+		b.init, b.tokens, b.last = true, DoorbellBurst, now
+		return
+	}
+	b.tokens = min(DoorbellBurst, b.tokens+now.Sub(b.last).Seconds()*DoorbellRate)
+	b.last = now
+}
+
+// wait blocks until a token is free or ctx ends. It does not take it.
+func (b *bucket) wait(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		b.refill(time.Now())
+		short := 1 - b.tokens
+		b.mu.Unlock()
+		if short <= 0 {
+			return nil
+		}
+		t := time.NewTimer(time.Duration(short / DoorbellRate * float64(time.Second)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+// take spends cost tokens (the bucket may go into debt: later doorbells
+// then wait longer).
+func (b *bucket) take(cost float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(time.Now())
+	b.tokens -= cost
 }
 
 // Open opens the session's inbox and starts serving its socket.
@@ -117,8 +180,25 @@ func (w *Wall) Failed() error {
 }
 
 // onOutbox runs while the agent waits on its doorbell and so is not writing.
+// ctx ends if the agent hangs up: that may stop the wait for a token but
+// never a collection under way, which would otherwise fail halfway and
+// offer the same rows again.
 func (w *Wall) onOutbox(ctx context.Context, seq uint64) (uint64, error) {
-	return w.Collect(ctx)
+	if err := w.idleBells.wait(ctx); err != nil {
+		return w.Taken(), err
+	}
+	taken, n, copied, err := w.collect(context.WithoutCancel(ctx))
+	// Copying costs in proportion to the file: a token per MiB copied, so a
+	// hostile agent that keeps a huge outbox and rings after every one-row
+	// commit is slowed too (an honest agent prunes: ~0.1 token a ring).
+	cost := float64(copied) / (1 << 20)
+	if err != nil || n == 0 {
+		cost++
+	}
+	if cost > 0 {
+		w.idleBells.take(cost)
+	}
+	return taken, err
 }
 
 // Collect reads and delivers outbox rows after the last taken one. Call it
@@ -126,12 +206,20 @@ func (w *Wall) onOutbox(ctx context.Context, seq uint64) (uint64, error) {
 // sandbox runs. A hostile outbox fails this session for good (until an
 // operator looks); nothing else is affected.
 func (w *Wall) Collect(ctx context.Context) (uint64, error) {
+	taken, _, _, err := w.collect(ctx)
+	return taken, err
+}
+
+// collect is Collect, also saying how many rows it delivered and how many
+// bytes it copied.
+func (w *Wall) collect(ctx context.Context) (taken uint64, delivered int, copied int64, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.failed != nil {
-		return w.taken, w.failed
+		return w.taken, 0, 0, w.failed
 	}
 	rows, err := w.outbox.Snapshot(w.taken, 0)
+	copied = w.outbox.LastSize()
 	if err != nil {
 		if errors.Is(err, queue.ErrHostile) {
 			w.failed = err
@@ -139,16 +227,16 @@ func (w *Wall) Collect(ctx context.Context) (uint64, error) {
 				w.cfg.Refused("hostile outbox: " + err.Error())
 			}
 		}
-		return w.taken, fmt.Errorf("session %s: %w", w.cfg.ID, err)
+		return w.taken, 0, copied, fmt.Errorf("session %s: %w", w.cfg.ID, err)
 	}
 	if len(rows) == 0 {
-		return w.taken, nil
+		return w.taken, 0, copied, nil
 	}
 	if err := w.cfg.Deliver(ctx, rows); err != nil {
-		return w.taken, fmt.Errorf("session %s: delivering: %w", w.cfg.ID, err)
+		return w.taken, 0, copied, fmt.Errorf("session %s: delivering: %w", w.cfg.ID, err)
 	}
 	w.taken = rows[len(rows)-1].Header.Seq
-	return w.taken, nil
+	return w.taken, len(rows), copied, nil
 }
 
 // Close stops the socket and closes the inbox.

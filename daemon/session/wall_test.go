@@ -1,10 +1,14 @@
 package session
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +22,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/outbox"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
+	"github.com/ironclaw/ironclaw/daemon/sessionsock"
 )
 
 // rig is one session's wall with a checker on the delivery side.
@@ -245,5 +250,203 @@ func TestSocketRefusesJunk(t *testing.T) {
 	defer mu.Unlock()
 	if len(refused) != 6 {
 		t.Fatalf("refusals reported: %d %q", len(refused), refused)
+	}
+	for _, class := range refused {
+		switch class {
+		case sessionsock.RefusedUnknownEndpoint, sessionsock.RefusedMalformed, sessionsock.RefusedLeaseWait:
+		default:
+			t.Errorf("refusal reported as %q, not a fixed class", class)
+		}
+	}
+}
+
+// reopen closes the rig's wall and opens it again with cfg changed by mod.
+func (r *rig) reopen(t testing.TB, mod func(*Config)) {
+	t.Helper()
+	cfg := r.wall.cfg
+	r.wall.Close()
+	mod(&cfg)
+	w, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.wall = w
+	t.Cleanup(func() { w.Close() })
+}
+
+// A long-lived honest session does not grow its outbox: the agent prunes
+// what the daemon took, so 20,000 replies in small transactions fit in a
+// file the size of the backlog, and each arrives once, in order.
+func TestOutboxStaysBounded(t *testing.T) {
+	r := newRig(t, queue.NoChown)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runAgent(ctx, t, r)
+	defer func() { cancel(); <-done }()
+	const n, size, limit = 20000, 200, 2 << 20
+	path := filepath.Join(r.dir, wire.OutboxDir, wire.OutboxFile)
+	var biggest int64
+	checkSize := func() {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		biggest = max(biggest, fi.Size())
+		if fi.Size() > limit {
+			got, _ := r.delivered()
+			t.Fatalf("outbox is %d bytes after %d replies", fi.Size(), got)
+		}
+	}
+	start := time.Now()
+	for i := 1; i <= n; i += 10 {
+		r.send(t, i, i+9, 10, size)
+		if i%500 == 1 {
+			// Keep the backlog small, as a live conversation would.
+			r.waitDelivered(t, i-1, 10*time.Second)
+			checkSize()
+		}
+	}
+	r.waitDelivered(t, n, time.Minute)
+	checkSize()
+	r.verify(t, n, size)
+	t.Logf("%d replies in %v; outbox peaked at %d bytes", n, time.Since(start), biggest)
+}
+
+// An agent that rings its doorbell and hangs up cannot make a delivery fail
+// halfway and be repeated: the collection runs to the end regardless.
+func TestHangUpDoesNotRepeatDelivery(t *testing.T) {
+	r := newRig(t, queue.NoChown)
+	var mu sync.Mutex
+	seen := map[uint64]int{}
+	started := make(chan struct{}, 1)
+	// A deliverer that honours its context, as any that does I/O would.
+	r.reopen(t, func(c *Config) {
+		c.Deliver = func(ctx context.Context, rows []queue.Row) error {
+			select {
+			case started <- struct{}{}:
+			default:
+			}
+			for _, row := range rows {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				mu.Lock()
+				seen[row.Header.Seq]++
+				mu.Unlock()
+				if row.Header.Seq%100 == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			return nil
+		}
+	})
+	out, err := outbox.Open(filepath.Join(r.dir, wire.OutboxDir, wire.OutboxFile), r.id, &r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	const n = 3000
+	for i := 0; i < n; i += 100 {
+		var bodies []wire.Body
+		for j := range 100 {
+			bodies = append(bodies, wire.Reply{Text: "r", InReplyTo: uint64(i + j + 1)})
+		}
+		if _, err := out.Append(bodies...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Ring, and hang up as soon as delivery has begun.
+	ring := fmt.Sprintf(`{"seq":%d}`, n)
+	for range 5 {
+		conn, err := net.Dial("unix", r.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answered := make(chan struct{})
+		go func() {
+			if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err == nil {
+				io.Copy(io.Discard, resp.Body)
+			}
+			close(answered)
+		}()
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", wire.PathOutboxCommitted, len(ring), ring)
+		select {
+		case <-started:
+		case <-answered:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the doorbell was neither answered nor delivered")
+		}
+		conn.Close()
+		<-answered
+		time.Sleep(20 * time.Millisecond) // let the handler finish
+	}
+	c := coord.New(r.sock)
+	taken, err := c.OutboxCommitted(context.Background(), n)
+	if err != nil || taken != n {
+		t.Fatalf("final doorbell: taken %d, %v", taken, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for seq := uint64(1); seq <= n; seq++ {
+		if seen[seq] != 1 {
+			t.Fatalf("row %d delivered %d times", seq, seen[seq])
+		}
+	}
+}
+
+// Doorbells that bring nothing new are rate-limited per session: a flood
+// of them slows only the agent that rings.
+func TestIdleDoorbellsAreThrottled(t *testing.T) {
+	r := newRig(t, queue.NoChown)
+	c := coord.New(r.sock)
+	const rings = DoorbellBurst + 150
+	start := time.Now()
+	for range rings {
+		if _, err := c.OutboxCommitted(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	want := time.Duration(rings-DoorbellBurst) * time.Second / DoorbellRate
+	t.Logf("%d empty doorbells took %v", rings, took)
+	if took < want*8/10 {
+		t.Fatalf("%d empty doorbells answered in %v; the limit allows them no sooner than %v", rings, took, want)
+	}
+}
+
+// An agent that keeps a big outbox and rings after every one-row commit
+// pays for what each doorbell makes the daemon copy: a token per MiB.
+func TestBigOutboxDoorbellsAreThrottled(t *testing.T) {
+	r := newRig(t, queue.NoChown)
+	w, err := outbox.Open(filepath.Join(r.dir, wire.OutboxDir, wire.OutboxFile), r.id, &r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	big := strings.Repeat("x", wire.MaxTextSize)
+	var pad []wire.Body
+	for range 8 << 20 / wire.MaxTextSize { // ~8 MiB that it never prunes
+		pad = append(pad, wire.Reply{Text: big})
+	}
+	if _, err := w.Append(pad...); err != nil {
+		t.Fatal(err)
+	}
+	c := coord.New(r.sock)
+	const rings = 30
+	start := time.Now()
+	for range rings {
+		head, err := w.Append(wire.Reply{Text: "one more"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.OutboxCommitted(context.Background(), head); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	// ~8 tokens a ring: the burst pays for ~12, the rest at DoorbellRate.
+	want := time.Duration(rings*8-DoorbellBurst) * time.Second / DoorbellRate
+	t.Logf("%d doorbells over an 8 MiB outbox took %v (limit: no sooner than %v)", rings, took, want)
+	if took < want*7/10 {
+		t.Fatalf("%d doorbells over an 8 MiB outbox answered in %v; the limit allows no sooner than %v", rings, took, want)
 	}
 }

@@ -4,8 +4,12 @@
 // which holds sequence numbers, never content. The model proxy will share it.
 //
 // Everything arriving here comes from a possibly compromised agent: bodies
-// are size-capped and strictly decoded, unknown paths and methods are refused
-// and reported, and nothing a request says can name another session.
+// are size-capped, time-limited and strictly decoded, unknown paths and
+// methods are refused and reported, and nothing a request says can name
+// another session. What one agent can make the daemon hold is bounded:
+// MaxConns connections per socket, one lease request waiting at a time, and
+// a refusal is reported as one of a few fixed classes (never the agent's
+// text), so a flood folds into counted audit entries.
 package sessionsock
 
 import (
@@ -19,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -28,6 +33,36 @@ import (
 // MaxPathLen is the longest unix socket path the kernel accepts (sun_path
 // holds 108 bytes including the terminating NUL).
 const MaxPathLen = 107
+
+// Limits on what one agent can make its socket hold.
+const (
+	// DefaultMaxConns caps open connections per socket. An honest agent
+	// uses one or two; further connections wait, unaccepted, in the
+	// kernel's backlog until one closes.
+	DefaultMaxConns = 8
+	// DefaultReadTimeout bounds reading one request, body included, so a
+	// request cannot be trickled forever.
+	DefaultReadTimeout = 10 * time.Second
+	// MaxAcquireWait bounds how long a lease request waits for the lease
+	// itself once rows are there (normally well under the lease TTL).
+	MaxAcquireWait = 5 * time.Second
+	// WriteTimeout bounds a whole request from the end of its headers to
+	// the end of its answer: longer than the longest lease wait.
+	WriteTimeout = wire.MaxLeaseWaitMillis*time.Millisecond + MaxAcquireWait + 5*time.Second
+)
+
+// Refusal classes: the only strings Session.Refused is ever given. The
+// agent's own text (its path, what failed to decode) never reaches the audit
+// log, so distinct junk cannot defeat its aggregation; the agent gets the
+// detail back in its answer.
+const (
+	RefusedUnknownEndpoint = "unknown endpoint"
+	RefusedMalformed       = "malformed request"
+	RefusedLeaseWait       = "lease wait out of range"
+	RefusedTooManyConns    = "too many connections"
+	RefusedTooManyLeases   = "too many lease requests"
+	RefusedNoOutbox        = "no outbox"
+)
 
 // Session is what one socket serves.
 type Session struct {
@@ -40,13 +75,18 @@ type Session struct {
 	// daemon copies the outbox. It returns the highest seq it took.
 	OnOutbox func(ctx context.Context, seq uint64) (uint64, error)
 	// Refused is told about every refused request (for the audit log, which
-	// aggregates repeats). It must not block for long.
-	Refused func(what string)
+	// aggregates repeats), with one of the Refused* classes. It must not
+	// block for long.
+	Refused func(class string)
 	// AgentUID and AgentGID own the socket file (mode 0600), so that the
 	// agent, running as that user inside the sandbox, may connect. Nobody
 	// else on the host can reach it: its directory is the daemon's, 0700.
 	// -1 keeps the daemon's own user (tests that do not run as root).
 	AgentUID, AgentGID int
+	// MaxConns caps open connections (DefaultMaxConns if zero).
+	MaxConns int
+	// ReadTimeout bounds reading a request (DefaultReadTimeout if zero).
+	ReadTimeout time.Duration
 }
 
 // Server is a listening session socket.
@@ -88,15 +128,26 @@ func Listen(path string, s *Session) (*Server, error) {
 			return nil, fmt.Errorf("sessionsock: handing the socket to the agent user: %w", err)
 		}
 	}
-	mux := http.NewServeMux()
+	maxConns := s.MaxConns
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	readTimeout := s.ReadTimeout
+	if readTimeout <= 0 {
+		readTimeout = DefaultReadTimeout
+	}
 	h := &handler{s: s}
+	ln = newLimitListener(ln, maxConns, func() { h.report(RefusedTooManyConns) })
+	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+wire.PathInboxLease, h.lease)
 	mux.HandleFunc("POST "+wire.PathInboxRelease, h.release)
 	mux.HandleFunc("POST "+wire.PathOutboxCommitted, h.outbox)
 	mux.HandleFunc("/", h.refuse)
 	srv := &http.Server{
 		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, readTimeout),
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      WriteTimeout,
 		MaxHeaderBytes:    4 << 10,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
@@ -119,27 +170,43 @@ func (sv *Server) Close() error {
 	return sv.closeErr
 }
 
-type handler struct{ s *Session }
+type handler struct {
+	s *Session
+	// leaseWaiting is set while a lease request waits: one at a time.
+	leaseWaiting atomic.Bool
+}
 
-func (h *handler) refused(w http.ResponseWriter, code int, what string) {
+func (h *handler) report(class string) {
 	if h.s.Refused != nil {
-		h.s.Refused(what)
+		h.s.Refused(class)
 	}
-	http.Error(w, what, code)
+}
+
+// refused reports class and answers the agent with class and detail (its
+// own text, truncated).
+func (h *handler) refused(w http.ResponseWriter, code int, class, detail string) {
+	h.report(class)
+	msg := "sessionsock: " + class
+	if detail != "" {
+		msg += ": " + truncate(detail, 128)
+	}
+	http.Error(w, msg, code)
 }
 
 func (h *handler) refuse(w http.ResponseWriter, r *http.Request) {
-	h.refused(w, http.StatusNotFound, "sessionsock: refused "+r.Method+" "+truncate(r.URL.Path, 64))
+	h.refused(w, http.StatusNotFound, RefusedUnknownEndpoint, r.Method+" "+truncate(r.URL.Path, 64))
 }
 
-// decode reads a capped body strictly into v.
+// decode reads a capped body strictly into v. (The read timeout bounds only
+// reading the request: net/http lifts the deadline once the body is in, so
+// a lease request may then wait its full wait_ms.)
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxCoordBody))
 	if err == nil {
 		err = wire.StrictUnmarshal(body, v)
 	}
 	if err != nil {
-		h.refused(w, http.StatusBadRequest, "sessionsock: malformed "+r.URL.Path+" request: "+truncate(err.Error(), 128))
+		h.refused(w, http.StatusBadRequest, RefusedMalformed, r.URL.Path+": "+err.Error())
 		return false
 	}
 	return true
@@ -156,9 +223,16 @@ func (h *handler) lease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := req.Validate(); err != nil {
-		h.refused(w, http.StatusBadRequest, err.Error())
+		h.refused(w, http.StatusBadRequest, RefusedLeaseWait, err.Error())
 		return
 	}
+	// An honest agent asks for one lease at a time; a second request while
+	// one waits would only park another goroutine.
+	if !h.leaseWaiting.CompareAndSwap(false, true) {
+		h.refused(w, http.StatusTooManyRequests, RefusedTooManyLeases, "another lease request is waiting")
+		return
+	}
+	defer h.leaseWaiting.Store(false)
 	ctx, cancel := context.WithTimeout(r.Context(), time.Duration(req.WaitMillis)*time.Millisecond)
 	defer cancel()
 	head, err := h.s.InboxBell.Wait(ctx, req.After)
@@ -166,7 +240,9 @@ func (h *handler) lease(w http.ResponseWriter, r *http.Request) {
 		reply(w, wire.LeaseGrant{Head: head})
 		return
 	}
-	id, _, err := h.s.Inbox.Acquire(r.Context())
+	actx, acancel := context.WithTimeout(r.Context(), MaxAcquireWait)
+	defer acancel()
+	id, _, err := h.s.Inbox.Acquire(actx)
 	if err != nil {
 		http.Error(w, "sessionsock: no lease: "+err.Error(), http.StatusServiceUnavailable)
 		return
@@ -190,9 +266,11 @@ func (h *handler) outbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.s.OnOutbox == nil {
-		h.refused(w, http.StatusNotFound, "sessionsock: this session takes no outbox")
+		h.refused(w, http.StatusNotFound, RefusedNoOutbox, "")
 		return
 	}
+	// OnOutbox gets the request's context to wait on (the agent may give
+	// up waiting); it must not let a hang-up cut a delivery short.
 	taken, err := h.s.OnOutbox(r.Context(), req.Seq)
 	if err != nil {
 		// The agent learns only that it failed; the daemon logs the detail.
@@ -207,4 +285,66 @@ func truncate(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+// limitListener accepts at most n connections at a time. When a connection
+// arrives while n are open it reports full once and holds that one
+// connection, unserved, until a slot frees; the rest wait in the kernel's
+// backlog and cost the daemon nothing.
+type limitListener struct {
+	net.Listener
+	slots  chan struct{}
+	full   func()
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newLimitListener(ln net.Listener, n int, full func()) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, n), full: full, closed: make(chan struct{})}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		l.full()
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.closed:
+			c.Close()
+			return nil, net.ErrClosed
+		}
+	}
+	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+func (l *limitListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// limitConn gives its slot back when closed (once).
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// CloseWrite half-closes like the connection it wraps, which the HTTP server
+// uses to end a refused request cleanly.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
