@@ -150,9 +150,10 @@ func TestRestartResumesUnderRunsc(t *testing.T) {
 	r.verify(t, 80, 100)
 }
 
-// Commit → reply delivered, p50 and p99, in-process agent (the baseline: no
-// sandbox) against the sandboxed one, in the same run. The round trip bounds
-// "commit → agent sees the row" from above. Goal: p50 ≤ 5 ms.
+// Commit → the agent has the row ("seen", from the time the agent seals
+// into its reply) and commit → reply delivered, p50 and p99, in-process agent
+// (the baseline: no sandbox) against the sandboxed one, in the same run.
+// Goal: seen p50 ≤ 5 ms.
 func BenchmarkDoorbellRoundTrip(b *testing.B) {
 	for _, mode := range []string{"in-process", "runsc"} {
 		b.Run(mode, func(b *testing.B) {
@@ -168,17 +169,29 @@ func BenchmarkDoorbellRoundTrip(b *testing.B) {
 			r.send(b, 1, 1, 1, 64)
 			r.waitDelivered(b, 1, 30*time.Second)
 			lat := make([]time.Duration, 0, b.N)
+			seen := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
 			for i := range b.N {
 				t0 := time.Now()
 				r.send(b, i+2, i+2, 1, 64)
 				r.waitDeliveredSpin(b, i+2)
 				lat = append(lat, time.Since(t0))
+				// The agent stamps its reply when it starts writing it, right
+				// after reading the row: commit → agent has the row. (gVisor
+				// reads the host's clock.)
+				r.mu.Lock()
+				seen = append(seen, r.written[i+1].Sub(t0))
+				r.mu.Unlock()
 			}
 			b.StopTimer()
-			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			pct := func(d []time.Duration, p int) float64 {
+				sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+				return float64(d[len(d)*p/100].Microseconds()) / 1000
+			}
+			b.ReportMetric(pct(seen, 50), "seen-p50-ms")
+			b.ReportMetric(pct(seen, 99), "seen-p99-ms")
+			b.ReportMetric(pct(lat, 50), "p50-ms")
+			b.ReportMetric(pct(lat, 99), "p99-ms")
 		})
 	}
 }

@@ -35,6 +35,7 @@ type rig struct {
 
 	mu      sync.Mutex
 	replies []wire.Reply // delivered, in order
+	written []time.Time  // when the agent wrote each reply (its sealed header)
 	bad     error
 }
 
@@ -86,6 +87,7 @@ func (r *rig) deliver(_ context.Context, rows []queue.Row) error {
 			r.bad = fmt.Errorf("reply to %d after reply to %d", rep.InReplyTo, r.replies[len(r.replies)-1].InReplyTo)
 		}
 		r.replies = append(r.replies, rep)
+		r.written = append(r.written, row.Header.Time)
 	}
 	return nil
 }
