@@ -32,6 +32,7 @@ import (
 	"github.com/ironclaw/ironclaw/images"
 	"github.com/ironclaw/ironclaw/policy"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // Files in the state directory (besides the keys package's master.check and
@@ -424,6 +425,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	defer cancel()
 	adm.Close()
 	err = d.sup.Close(stopCtx)
+	// runsc bind-mounts an empty network namespace into its state root and
+	// never unmounts it; with every sandbox gone, this daemon does.
+	if uerr := unix.Unmount(filepath.Join(d.cfg.RuntimeDir, "rs", "null-netns"), unix.MNT_DETACH); uerr != nil && !errors.Is(uerr, unix.EINVAL) && !errors.Is(uerr, unix.ENOENT) {
+		d.log.Warn("unmounting runsc's null-netns", "err", uerr)
+	}
 	if _, aerr := d.audit.Append(audit.Record{Actor: "daemon", Action: "daemon.stop", Subject: d.cfg.StateDir}); aerr != nil {
 		err = errors.Join(err, aerr)
 	}
