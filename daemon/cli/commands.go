@@ -202,7 +202,15 @@ func (c AuditVerifyCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return err
 	}
-	fmt.Fprintf(g.stdout, "audit: OK, %d entries, chain, MACs and anchor verified\n", rep.Entries)
+	// Say exactly what was proved, no more.
+	proved := []string{"hash chain"}
+	if rep.MACVerified {
+		proved = append(proved, "MACs")
+	}
+	if rep.Anchored {
+		proved = append(proved, "anchor")
+	}
+	fmt.Fprintf(g.stdout, "audit: OK, %d entries; verified: %s\n", rep.Entries, strings.Join(proved, ", "))
 	return nil
 }
 
