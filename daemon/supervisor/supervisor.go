@@ -309,17 +309,25 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	if err != nil {
 		return nil, err
 	}
+	// The daemon copies at most what the outbox filesystem can hold, so an
+	// honest agent's full outbox is never mistaken for a hostile one. (A
+	// limits change takes effect here at the next daemon start.)
+	_, p, err := s.cfg.Store.CurrentProfile(ctx, sess.ID)
+	if err != nil {
+		return nil, err
+	}
 	c := &conv{id: sess.ID, binding: binding, key: key}
 	c.touch()
 	actor := "agent:" + sess.ID.String()
 	c.wall, err = session.Open(session.Config{
-		ID:      sess.ID,
-		Key:     key,
-		Dir:     s.sessionDir(sess.ID),
-		Socket:  s.socketPath(sess.ID),
-		Taken:   taken,
-		Agent:   queue.Owner{UID: AgentUID, GID: AgentUID},
-		Deliver: func(ctx context.Context, rows []queue.Row) error { return s.deliver(ctx, c, rows) },
+		MaxOutboxBytes: min(p.Limits.OutboxMiB, s.cfg.OutboxMiB) << 20,
+		ID:             sess.ID,
+		Key:            key,
+		Dir:            s.sessionDir(sess.ID),
+		Socket:         s.socketPath(sess.ID),
+		Taken:          taken,
+		Agent:          queue.Owner{UID: AgentUID, GID: AgentUID},
+		Deliver:        func(ctx context.Context, rows []queue.Row) error { return s.deliver(ctx, c, rows) },
 		// Called from the session socket's handlers and from Collect, with the wall's lock
 		// held: it must not call back into the wall or take c.mu.
 		Refused: func(what string) {
