@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -223,6 +224,7 @@ type Daemon struct {
 	gw     *gateway.Gateway
 
 	installed        string       // digest of the installed agent binary
+	pinMu            sync.Mutex   // serialises PinInstalledAgent
 	newSessionDigest atomic.Value // string: the agent digest new sessions pin
 }
 
@@ -231,27 +233,64 @@ func (d *Daemon) NewSessionDigest() string { return d.newSessionDigest.Load().(s
 
 // PinInstalledAgent makes new sessions pin the installed agent binary. It
 // changes no existing session: each moves to a new binary only through an
-// approved software change.
+// approved software change. The request is audited before anything changes
+// and the result after; the pin file is replaced atomically and durably.
 func (d *Daemon) PinInstalledAgent(actor string) error {
+	d.pinMu.Lock()
+	defer d.pinMu.Unlock()
 	old := d.NewSessionDigest()
 	if old == d.installed {
 		return nil
 	}
-	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: d.cfg.Sandbox.AgentBinary,
-		Decision: "approved", Result: old + " -> " + d.installed}); err != nil {
+	subject := d.cfg.Sandbox.AgentBinary
+	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject,
+		Decision: "approved", Result: "requested " + old + " -> " + d.installed}); err != nil {
 		return err
 	}
-	path := filepath.Join(d.cfg.StateDir, AgentDigestFile)
+	err := replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), d.installed+"\n")
+	result := "pinned"
+	if err != nil {
+		result = "failed: " + err.Error()
+	} else {
+		d.newSessionDigest.Store(d.installed)
+	}
+	if _, aerr := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject, Result: result}); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	return err
+}
+
+// replaceFile atomically replaces path with content: a new file, fsynced,
+// renamed over the old one, and the directory fsynced.
+func replaceFile(path, content string) error {
 	tmp := path + ".new"
-	os.Remove(tmp)
-	if err := writeNew(tmp, d.installed+"\n"); err != nil {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, 0o600)
+	if err != nil {
 		return err
 	}
-	d.newSessionDigest.Store(d.installed)
-	return nil
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // Open loads the master key and opens the store and audit log, checks runsc

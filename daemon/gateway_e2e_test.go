@@ -146,6 +146,16 @@ func TestAgentUpgradeThroughTheGateway(t *testing.T) {
 	if st := in.mustRun("status"); !strings.Contains(st, "installed: "+newDigest) || strings.Contains(st, "new sessions: "+newDigest) {
 		t.Fatalf("status:\n%s", st)
 	}
+	// A new conversation cannot start on an agent that is not installed:
+	// it is refused, with the fix, until the owner pins the installed one.
+	erase := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "sessions", "erase", id)
+	erase.Stdin = strings.NewReader("erase\n")
+	if out, err := erase.CombinedOutput(); err != nil {
+		t.Fatalf("erase: %v\n%s", err, out)
+	}
+	if out, err := in.run("chat", "--wait", "5s", "hello"); err == nil || !strings.Contains(out, "ironclaw agent pin") {
+		t.Fatalf("a new conversation before the pin: %v\n%s", err, out)
+	}
 	pin := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "agent", "pin")
 	pin.Stdin = strings.NewReader("pin\n")
 	if out, err := pin.CombinedOutput(); err != nil {
@@ -153,6 +163,10 @@ func TestAgentUpgradeThroughTheGateway(t *testing.T) {
 	}
 	if st := in.mustRun("status"); !strings.Contains(st, "new sessions: "+newDigest) {
 		t.Fatalf("status after pin:\n%s", st)
+	}
+	// The new conversation runs the new agent from its first profile.
+	if got := strings.TrimSpace(in.mustRun("chat", "profile?")); !strings.HasPrefix(got, "profile v1: You are a helpful") {
+		t.Fatalf("a new conversation after the pin answered %q, want the new agent at profile v1", got)
 	}
 }
 

@@ -95,7 +95,13 @@ func (l *Loop) announce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return l.Outbox.Prune(min(taken, head))
+	// Pruning is housekeeping: if it fails (say the outbox filesystem is
+	// full), the rows stay and are pruned after the next doorbell; the agent
+	// must not die over it and crash-loop its session.
+	if err := l.Outbox.Prune(min(taken, head)); err != nil {
+		l.Log.Warn("pruning the outbox", "err", err)
+	}
+	return nil
 }
 
 // read takes a lease, reads the rows after cursor, and releases the lease.

@@ -140,6 +140,19 @@ func (w *Writer) Prune(before uint64) (err error) {
 	if before <= 1 {
 		return nil
 	}
+	if err := w.deleteBefore(before); err != nil {
+		return err
+	}
+	// Give the freed pages back to the filesystem (the daemon created the
+	// outbox with auto_vacuum=INCREMENTAL), so the file the daemon copies
+	// on every doorbell shrinks with the backlog.
+	if err := queuedb.Pragmas(w.conn, "PRAGMA incremental_vacuum"); err != nil {
+		return fmt.Errorf("outbox: vacuuming: %w", err)
+	}
+	return nil
+}
+
+func (w *Writer) deleteBefore(before uint64) (err error) {
 	defer sqlitex.Save(w.conn)(&err)
 	if err := sqlitex.Execute(w.conn, "DELETE FROM rows WHERE seq < ?", &sqlitex.ExecOptions{Args: []any{int64(before)}}); err != nil {
 		return fmt.Errorf("outbox: pruning: %w", err)

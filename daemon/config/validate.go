@@ -23,6 +23,14 @@ const maxSocketPath = 108
 // socket: "/s/" + 32 hex digits + ".sock".
 const socketSuffixLen = len("/s/") + 32 + len(".sock")
 
+// runscRootSuffix is what the daemon appends to RuntimeDir for runsc's
+// state root, and maxRunscRoot the longest root runsc's control socket
+// paths fit under (daemon/sandbox checks the same).
+const (
+	runscRootSuffix = "/rs"
+	maxRunscRoot    = 54
+)
+
 var (
 	hexDigest = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	// Ollama model names: name[:tag], optionally namespace/ and host/.
@@ -40,6 +48,9 @@ func (c Config) Validate() error {
 	if c.RuntimeDir != "" && len(c.RuntimeDir)+socketSuffixLen >= maxSocketPath {
 		v.addf("runtime_dir", "%q is too long: session sockets (%s/s/<32 hex>.sock) must stay under %d bytes, so use at most %d bytes, e.g. /run/ironclaw",
 			c.RuntimeDir, c.RuntimeDir, maxSocketPath, maxSocketPath-socketSuffixLen-1)
+	} else if c.RuntimeDir != "" && len(c.RuntimeDir)+len(runscRootSuffix) > maxRunscRoot {
+		v.addf("runtime_dir", "%q is too long: runsc's state root %s%s holds its control sockets and must be at most %d bytes, so use at most %d bytes, e.g. /run/ironclaw",
+			c.RuntimeDir, c.RuntimeDir, runscRootSuffix, maxRunscRoot, maxRunscRoot-len(runscRootSuffix))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

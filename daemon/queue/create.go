@@ -72,7 +72,9 @@ func createDB(path string) error {
 		return fmt.Errorf("queue: creating %s: %w", path, err)
 	}
 	defer conn.Close()
-	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=DELETE", wire.RowsTable)
+	// auto_vacuum must be set before the first table: it lets the agent
+	// hand pruned pages back, so the outbox the daemon copies stays small.
+	err = queuedb.Pragmas(conn, "PRAGMA auto_vacuum=INCREMENTAL", "PRAGMA journal_mode=DELETE", wire.RowsTable)
 	if err != nil {
 		return fmt.Errorf("queue: creating %s: %w", path, err)
 	}

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -37,8 +38,29 @@ type OutboxReader struct {
 	lastSize int64 // bytes copied by the last Snapshot
 }
 
-// LastSize is how many bytes the last Snapshot copied (0 if it copied none).
+// LastSize is how many bytes of live data the last Snapshot copied (0 if it
+// copied none): pages in use, not free pages an agent has not vacuumed yet.
 func (r *OutboxReader) LastSize() int64 { return r.lastSize }
+
+// liveBytes reads the in-use size of a SQLite file from its header (page
+// size, page count, freelist count), falling back to the file's length when
+// the header is not one (the snapshot is then refused anyway).
+func liveBytes(data []byte) int64 {
+	if len(data) < 100 {
+		return int64(len(data))
+	}
+	pageSize := int64(binary.BigEndian.Uint16(data[16:18]))
+	if pageSize == 1 {
+		pageSize = 65536
+	}
+	pages := int64(binary.BigEndian.Uint32(data[28:32]))
+	free := int64(binary.BigEndian.Uint32(data[36:40]))
+	live := (pages - free) * pageSize
+	if live <= 0 || live > int64(len(data)) {
+		return int64(len(data))
+	}
+	return live
+}
 
 // Snapshot copies the outbox and returns its rows with seq > after, in order,
 // at most max of them (all if max <= 0). Call it only while the agent is not
@@ -54,7 +76,7 @@ func (r *OutboxReader) Snapshot(after uint64, max int) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.lastSize = int64(len(data))
+	r.lastSize = liveBytes(data)
 	conn, err := openPrivate(data)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHostile, err)

@@ -62,7 +62,8 @@ type Wall struct {
 }
 
 // Doorbell limits. Every doorbell makes the daemon copy the agent's outbox.
-// A doorbell costs a token per MiB copied, plus one if it delivered nothing,
+// A doorbell costs RingCost, a token per MiB of live data copied, plus one
+// if it delivered nothing,
 // from a bucket of DoorbellBurst refilled at DoorbellRate per second; while
 // the bucket is empty the agent's doorbells wait (only that agent is
 // slowed). An honest agent rings only after committing rows and prunes what
@@ -70,6 +71,10 @@ type Wall struct {
 const (
 	DoorbellRate  = 100 // tokens per second
 	DoorbellBurst = 100
+	// RingCost is what every doorbell costs, so one-row-per-ring floods
+	// are bounded too (1,000 rings a second sustained; an honest agent
+	// rings a few hundred times a second at most).
+	RingCost = 0.1
 )
 
 // bucket is a token bucket; the zero value starts full.
@@ -191,13 +196,11 @@ func (w *Wall) onOutbox(ctx context.Context, seq uint64) (uint64, error) {
 	// Copying costs in proportion to the file: a token per MiB copied, so a
 	// hostile agent that keeps a huge outbox and rings after every one-row
 	// commit is slowed too (an honest agent prunes: ~0.1 token a ring).
-	cost := float64(copied) / (1 << 20)
+	cost := RingCost + float64(copied)/(1<<20)
 	if err != nil || n == 0 {
 		cost++
 	}
-	if cost > 0 {
-		w.idleBells.take(cost)
-	}
+	w.idleBells.take(cost)
 	return taken, err
 }
 

@@ -452,3 +452,55 @@ func TestBigOutboxDoorbellsAreThrottled(t *testing.T) {
 		t.Fatalf("%d doorbells over an 8 MiB outbox answered in %v; the limit allows no sooner than %v", rings, took, want)
 	}
 }
+
+// An honest agent that once had a big backlog, had it taken and pruned it,
+// is not throttled afterwards: pruning gives the pages back and the
+// doorbell charges only live data.
+func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
+	r := newRig(t, queue.NoChown)
+	path := filepath.Join(r.dir, wire.OutboxDir, wire.OutboxFile)
+	w, err := outbox.Open(path, r.id, &r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	big := strings.Repeat("x", wire.MaxTextSize)
+	var backlog []wire.Body
+	for range 16 << 20 / wire.MaxTextSize {
+		backlog = append(backlog, wire.Reply{Text: big})
+	}
+	backlog = append(backlog, wire.Progress{Inbox: 0})
+	head, err := w.Append(backlog...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := coord.New(r.sock)
+	taken, err := c.OutboxCommitted(context.Background(), head)
+	if err != nil || taken != head {
+		t.Fatalf("doorbell: %d %v", taken, err)
+	}
+	if err := w.Prune(taken); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() > 1<<20 {
+		t.Fatalf("outbox is %d bytes after pruning a 16 MiB backlog", fi.Size())
+	}
+	const rings = 150
+	start := time.Now()
+	for range rings {
+		head, err := w.Append(wire.Reply{Text: "hi"}, wire.Progress{Inbox: 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken, err := c.OutboxCommitted(context.Background(), head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Prune(taken)
+	}
+	took := time.Since(start)
+	t.Logf("%d one-row doorbells after a pruned 16 MiB backlog: %v", rings, took)
+	if took > 3*time.Second {
+		t.Fatalf("an honest agent was throttled after its backlog: %d doorbells took %v", rings, took)
+	}
+}

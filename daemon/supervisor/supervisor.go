@@ -309,18 +309,15 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	if err != nil {
 		return nil, err
 	}
-	// The daemon copies at most what the outbox filesystem can hold, so an
-	// honest agent's full outbox is never mistaken for a hostile one. (A
-	// limits change takes effect here at the next daemon start.)
-	_, p, err := s.cfg.Store.CurrentProfile(ctx, sess.ID)
-	if err != nil {
-		return nil, err
-	}
 	c := &conv{id: sess.ID, binding: binding, key: key}
 	c.touch()
 	actor := "agent:" + sess.ID.String()
 	c.wall, err = session.Open(session.Config{
-		MaxOutboxBytes: min(p.Limits.OutboxMiB, s.cfg.OutboxMiB) << 20,
+		// The daemon copies at most what any outbox filesystem may hold
+		// (the host maximum; a session's image is never larger), so an
+		// honest agent's full outbox is never mistaken for a hostile one,
+		// whatever its profile says now or later. Doorbells pay per MiB.
+		MaxOutboxBytes: s.cfg.OutboxMiB << 20,
 		ID:             sess.ID,
 		Key:            key,
 		Dir:            s.sessionDir(sess.ID),
@@ -391,6 +388,11 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 	digest := s.cfg.AgentDigest
 	if s.cfg.NewSessionDigest != nil {
 		digest = s.cfg.NewSessionDigest()
+	}
+	if digest != s.cfg.AgentDigest {
+		// A session pinned to a binary that is not installed could never
+		// start: say so now, before creating it.
+		return store.Session{}, fmt.Errorf("supervisor: new conversations pin agent %s but %s is installed: run `ironclaw agent pin` to start new conversations on the installed agent, or reinstall the pinned one", digest, s.cfg.AgentDigest)
 	}
 	p := profile.Default(s.cfg.Model, digest)
 	if err := s.cfg.Store.CreateSession(ctx, id, binding, wrapped, p); err != nil {
