@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -120,11 +121,11 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 	defer st.Close()
 	defer lg.Close()
 	if err := writeNew(filepath.Join(cfg.StateDir, AgentDigestFile), digest+"\n"); err != nil {
-		return err
+		return fmt.Errorf("init: %w", err)
 	}
 	if opKey != "" {
 		if err := writeNew(filepath.Join(cfg.StateDir, OperatorsFile), opKey+"\n"); err != nil {
-			return err
+			return fmt.Errorf("init: %w", err)
 		}
 	}
 	if _, err := lg.Append(audit.Record{Actor: "operator:local:init", Action: "daemon.init", Subject: cfg.StateDir,
@@ -164,19 +165,22 @@ func readOperatorKey(path string) (string, error) {
 
 // writeNew writes a small file that must not exist yet, 0600, durably.
 func writeNew(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("init: %w", err)
+		return err
 	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return fmt.Errorf("init: %w", err)
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("init: %w", err)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return f.Close()
+	if err != nil {
+		os.Remove(path)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }
 
 func openStores(cfg config.Config, master *keys.Master) (*store.Store, *audit.Log, error) {
@@ -267,21 +271,10 @@ func replaceFile(path, content string) error {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, 0o600)
-	if err != nil {
+	if err := writeNew(tmp, content); err != nil {
 		return err
 	}
-	_, err = f.WriteString(content)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("replacing %s: %w", path, err)
 	}

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ironclaw/ironclaw/agentd/wire"
 )
 
 // Header is the first line of every canonical rendering.
@@ -65,7 +67,7 @@ func Default(model, agentDigest string) Profile {
 	return Profile{
 		Instructions: "You are a helpful personal assistant. Answer briefly and truthfully.",
 		Model:        model,
-		Tools:        []string{"reply", "request_change"},
+		Tools:        wire.Tools(),
 		Limits: Limits{
 			MemoryMiB:      256,
 			CPUMillis:      500,

@@ -1,5 +1,0 @@
-package daemon
-
-import "syscall"
-
-const syscallNoFollow = syscall.O_NOFOLLOW
