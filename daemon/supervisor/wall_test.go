@@ -147,3 +147,27 @@ func TestDeliveryOnceWhenAgentHangsUp(t *testing.T) {
 		t.Fatalf("%d replies handed on for %d rows", got.Load(), n)
 	}
 }
+
+// A failed audit write fails the action: with the audit log unusable, no
+// session is created and no session is erased.
+func TestAuditFailureFailsTheAction(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c, err := s.conversation(ctx, "console:kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cfg.Audit.Close()
+	if _, err := s.conversation(ctx, "console:new"); err == nil {
+		t.Fatal("a session was created without its audit entry")
+	}
+	if _, err := st.SessionByBinding(ctx, "console:new"); err == nil {
+		t.Fatal("the session exists although its creation was not audited")
+	}
+	if err := s.Erase(ctx, c.id, "operator:local:root"); err == nil {
+		t.Fatal("a session was erased without its audit entry")
+	}
+	if sess, err := st.GetSession(ctx, c.id); err != nil || sess.State != store.StateActive || sess.WrappedKey == nil {
+		t.Fatalf("the session changed although its erasure was not audited: %+v %v", sess, err)
+	}
+}
