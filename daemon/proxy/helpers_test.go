@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"bufio"
 	"bytes"
 	"context"
@@ -42,6 +43,7 @@ type harnessOpt struct {
 	upstream    string // default: the scripted server
 	readTimeout time.Duration
 	budget      *Budget
+	model       string // the profile's model (default testModel)
 	auditor     func(*audit.Log) Auditor
 }
 
@@ -53,7 +55,7 @@ func newHarness(t *testing.T, o harnessOpt, replies ...ollamatest.Reply) *harnes
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	h := &harness{t: t, up: ollamatest.NewScripted(t, replies...), auditLog: filepath.Join(dir, "audit.log")}
-	h.prof = profile.Default(testModel, "")
+	h.prof = profile.Default(cmp.Or(o.model, testModel), "")
 	h.log, err = audit.Open(h.auditLog, audit.WithRefuseWindow(time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +110,10 @@ func (h *harness) setProfile(f func(p *profile.Profile)) {
 func (h *harness) chat(msgs ...string) (model.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req := model.Request{Model: testModel, NumCtx: 4096}
+	h.profMu.Lock()
+	name := h.prof.Model
+	h.profMu.Unlock()
+	req := model.Request{Model: name, NumCtx: 4096}
 	for _, m := range msgs {
 		req.Messages = append(req.Messages, model.Message{Role: model.RoleUser, Content: m})
 	}
