@@ -17,6 +17,9 @@
 //	crashonce            exit 3 the first time, answer "survived" after the restart
 //	tamper:symlink:<p>   replace outbox.db with a symlink to host path p, ring the doorbell
 //	tamper:fifo          replace outbox.db with a FIFO, ring the doorbell
+//	chat:<model>         one chat call through the model proxy with agentd's real provider;
+//	                     reply with what the model said (or the error)
+//	model:<model>        chat:<model>, then every request the model proxy must refuse
 //
 // Built by the test with CGO_ENABLED=0, like agentd: the rootfs holds only this file.
 package main
@@ -223,6 +226,14 @@ func (a *agent) handle(ctx context.Context, seq uint64, text string) error {
 		summary := fmt.Sprintf("attacks: %d tried, %d succeeded", tried, broke)
 		_ = stdout.Encode(map[string]any{"event": "done", "tried": tried, "succeeded": broke})
 		return a.commit(ctx, seq, wire.Reply{Text: summary, InReplyTo: seq})
+	case "chat":
+		return a.commit(ctx, seq, wire.Reply{Text: chatOnce(ctx, arg), InReplyTo: seq})
+	case "model":
+		said := chatOnce(ctx, arg)
+		tried, broke = 0, 0
+		modelAttacks(ctx, arg)
+		_ = stdout.Encode(map[string]any{"event": "done", "tried": tried, "succeeded": broke})
+		return a.commit(ctx, seq, wire.Reply{Text: fmt.Sprintf("%s | attacks: %d tried, %d succeeded", said, tried, broke), InReplyTo: seq})
 	case "tamper":
 		if err := a.commit(ctx, seq, wire.Reply{Text: "tampering", InReplyTo: seq}); err != nil {
 			return err
