@@ -27,7 +27,7 @@ const testModel = "scripted:1b"
 // harness is one session's proxy served on a real session socket, in front
 // of an upstream (a scripted server unless a test names another).
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	up       *ollamatest.Scripted
 	proxy    *Proxy
 	sock     string
@@ -47,7 +47,7 @@ type harnessOpt struct {
 	auditor     func(*audit.Log) Auditor
 }
 
-func newHarness(t *testing.T, o harnessOpt, replies ...ollamatest.Reply) *harness {
+func newHarness(t testing.TB, o harnessOpt, replies ...ollamatest.Reply) *harness {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ic")
 	if err != nil {
