@@ -44,7 +44,7 @@ func TestRealOllama(t *testing.T) {
 	t.Run("unknown model", func(t *testing.T) {
 		h.setProfile(func(p *profile.Profile) { p.Model = "not-pulled:1b" })
 		defer h.setProfile(func(p *profile.Profile) { p.Model = ollamatest.TinyModel })
-		_, err := h.chat("hi")
+		_, err := h.chatAs("not-pulled:1b", "hi")
 		if !errors.Is(err, model.ErrUnknownModel) || !strings.Contains(err.Error(), "not found") {
 			t.Fatalf("got %v, want ErrUnknownModel", err)
 		}
