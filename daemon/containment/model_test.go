@@ -22,7 +22,10 @@ func withModel(upstream, name string) daemonOpts {
 // gets an answer through the proxy, and every request the proxy must refuse is refused,
 // never reaches the upstream, and is audited by class (floods folded).
 func TestModelProxyFromSandbox(t *testing.T) {
-	up := ollamatest.NewScripted(t, ollamatest.Text("pong from the model"))
+	slow := ollamatest.Text("slow answer")
+	slow.Delay = 500 * time.Millisecond
+	// The honest call, the call with forged headers, then slow answers for three calls at once.
+	up := ollamatest.NewScripted(t, ollamatest.Text("pong from the model"), ollamatest.Text("x"), slow, slow, slow)
 	d := newDaemon(t, evilPath, withModel(up.URL, scriptedModel))
 	reply := d.ask("m", "model:"+scriptedModel, 3*time.Minute)
 	if !strings.Contains(reply, `model said: "pong from the model"`) {
@@ -31,7 +34,7 @@ func TestModelProxyFromSandbox(t *testing.T) {
 	id, _ := d.sessionKey("m")
 	st, _ := d.sup.Status(id)
 	results, _ := parseReport(t, st.Stdout)
-	if len(results) < 19 {
+	if len(results) < 20 {
 		t.Fatalf("only %d results; stdout:\n%s", len(results), tailStr(st.Stdout, 4000))
 	}
 	for _, r := range results {
@@ -58,6 +61,7 @@ func TestModelProxyFromSandbox(t *testing.T) {
 	want := map[string]uint64{
 		proxy.RefusedEndpoint: 8, proxy.RefusedModel: 1, proxy.RefusedMalformed: 6,
 		proxy.RefusedTooLarge: 1, proxy.RefusedTooMany: 1, proxy.RefusedSlow: 1, proxy.RefusedRate: 1,
+		proxy.RefusedConcurrency: 1,
 	}
 	var got map[string]uint64
 	var entries, callRecords int

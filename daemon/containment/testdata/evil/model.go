@@ -89,6 +89,21 @@ func modelAttacks(ctx context.Context, allowed string) {
 	code, _, err := do("POST", "/api/chat", body(""), map[string]string{"Authorization": "Bearer evil", "X-Forwarded-For": "10.0.0.1", "Host": "evil.example"})
 	emit(Result{Attack: "info.model_headers", N: int64(code), Err: errString(err)})
 	slowRequest(ctx, body(""))
+	// Three calls at once (the host scripts slow answers): the concurrency cap refuses some.
+	codes := make(chan int, 3)
+	for range 3 {
+		go func() {
+			code, _, _ := do("POST", "/api/chat", body(""), nil)
+			codes <- code
+		}()
+	}
+	busy := 0
+	for range 3 {
+		if <-codes == wire.ModelStatusBudget {
+			busy++
+		}
+	}
+	emit(Result{Attack: "model.concurrent", OK: busy == 0, N: int64(busy)})
 	// A flood of allowed calls: the per-minute rate must stop it.
 	refused := 0
 	for range 40 {
