@@ -64,6 +64,20 @@ type Schedule struct {
 	Text  string `json:"text"`
 }
 
+// Next is the first firing of a recurring schedule after now (unix
+// seconds), skipping those missed; the agent and the daemon's scheduler
+// both use it. A one-off schedule has none (0).
+func (s Schedule) Next(now int64) int64 {
+	if s.Every <= 0 {
+		return 0
+	}
+	at := s.At
+	if at <= now {
+		at += ((now-at)/s.Every + 1) * s.Every
+	}
+	return at
+}
+
 // Turn is one entry of the history the daemon recorded: a user message (or
 // schedule firing) it wrote, or a reply it accepted and delivered. Seq is the
 // inbox row that carried it, so a reader can merge a State row with the rows

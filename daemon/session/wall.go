@@ -167,6 +167,9 @@ func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
 	return seq, nil
 }
 
+// InboxHead is the last inbox seq written.
+func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
+
 // Leases exposes the inbox lease manager (for measurements).
 func (w *Wall) Leases() *lease.Manager { return w.leases }
 
