@@ -288,6 +288,16 @@ func (s *Store) NextDue(ctx context.Context) (Due, bool, error) {
 	return ds[0], true, nil
 }
 
+// NextDueAfter returns the earliest schedule of any active session due
+// after t (unix seconds).
+func (s *Store) NextDueAfter(ctx context.Context, t int64) (Due, bool, error) {
+	ds, err := s.dueQuery(ctx, "AND r.due > ?1 ORDER BY r.due, r.session_id LIMIT 1", []any{t})
+	if err != nil || len(ds) == 0 {
+		return Due{}, false, err
+	}
+	return ds[0], true, nil
+}
+
 // DueBy returns every schedule due at or before t (unix seconds), earliest
 // first, at most limit.
 func (s *Store) DueBy(ctx context.Context, t int64, limit int) ([]Due, error) {

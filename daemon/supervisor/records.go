@@ -145,29 +145,38 @@ func (s *Supervisor) recordUser(ctx context.Context, c *conv, seq uint64, text s
 	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, wire.Turn{Seq: seq, Role: wire.TurnUser, Text: text})
 }
 
-// Fire writes a schedule firing into a session's inbox and makes sure its
-// sandbox runs: a stopped one is woken.
-func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) error {
+// Fire writes a schedule firing into a session's inbox (audited first) and
+// makes sure its sandbox runs: a stopped one is woken. written says the
+// firing reached the inbox, even if the sandbox could not start (it will
+// handle it when it next runs).
+func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) (written bool, err error) {
 	sess, err := s.cfg.Store.GetSession(ctx, id)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if sess.State != store.StateActive {
-		return store.ErrErased
+		return false, store.ErrErased
 	}
 	c, err := s.conversation(ctx, sess.Binding)
 	if err != nil {
-		return err
+		return false, err
+	}
+	result := "on time"
+	if f.Late {
+		result = "late: the daemon was not running at its time"
+	}
+	if err := s.audit("daemon", "schedule.fire", id.String(), "", result); err != nil {
+		return false, fmt.Errorf("supervisor: audit: %w", err)
 	}
 	seq, err := c.wall.Send(ctx, f)
 	if err != nil {
-		return err
+		return false, err
 	}
 	c.noteInbox(seq)
 	if err := s.recordUser(ctx, c, seq, f.Text); err != nil {
-		return err
+		s.cfg.Log.Error("recording a schedule firing in the history", "session", id.String(), "err", err)
 	}
-	return s.ensureSandbox(ctx, c, false)
+	return true, s.ensureSandbox(ctx, c, false)
 }
 
 // SessionKey returns a session's key for the scheduler to unseal its
