@@ -57,6 +57,7 @@ type Brain struct {
 	NumPredict int
 
 	profile       profile.Profile
+	version       uint64 // of profile
 	hasProfile    bool
 	state         *tools.State
 	stateSeq      uint64
@@ -72,6 +73,9 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 		seq := r.Header.Seq
 		switch body := r.Body.(type) {
 		case wire.ProfileUpdate:
+			if b.hasProfile && body.Version <= b.version {
+				continue // the daemon hands the current one again at every start
+			}
 			p, err := profile.Parse([]byte(body.Canonical))
 			if err != nil {
 				// The daemon wrote it; refusing to run on would crash-loop
@@ -79,7 +83,7 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 				b.Log.Error("profile update does not parse; keeping the previous one", "version", body.Version, "err", err)
 				continue
 			}
-			b.profile, b.hasProfile = p, true
+			b.profile, b.version, b.hasProfile = p, body.Version, true
 		case wire.State:
 			if seq <= b.stateSeq {
 				continue // already loaded at start

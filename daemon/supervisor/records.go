@@ -110,7 +110,7 @@ func (s *Supervisor) refusedTools(c *conv, rows []queue.Row) {
 	}
 }
 
-// resume writes the session's State row into its inbox and returns the
+// resume writes the session's current profile and State row into its inbox and returns the
 // handshake that tells a starting agent where to resume. Call it after the
 // outbox was collected (so every operation the agent wrote is applied).
 func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
@@ -126,16 +126,22 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	version, p, err := s.cfg.Store.CurrentProfile(ctx, c.id)
+	if err != nil {
+		return nil, err
+	}
 	_, st, err := wire.EncodeState(wire.State{Handled: handled, Memory: recs.Memory, Notes: recs.Notes, Schedules: recs.Schedules, History: hist})
 	if err != nil {
 		return nil, err
 	}
-	seq, err := c.wall.Send(ctx, st)
+	// The current profile goes first: the agent may resume after the row
+	// that first carried it.
+	seq, err := c.wall.Send(ctx, wire.ProfileUpdate{Version: version, Canonical: string(p.Canonical())}, st)
 	if err != nil {
-		return nil, fmt.Errorf("supervisor: writing the state row: %w", err)
+		return nil, fmt.Errorf("supervisor: writing the start rows: %w", err)
 	}
 	c.noteInbox(seq)
-	hs := wire.Handshake{Session: c.id, Key: *c.key, Handled: handled, OutboxTaken: c.wall.Taken(), State: seq}
+	hs := wire.Handshake{Session: c.id, Key: *c.key, Handled: handled, OutboxTaken: c.wall.Taken(), State: seq - 1}
 	return hs.Marshal(), nil
 }
 
