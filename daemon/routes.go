@@ -58,6 +58,7 @@ func (d *Daemon) routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /v1/chat", d.chat)
 	d.changeRoutes(mux)
+	d.sessionRoutes(mux)
 }
 
 func (d *Daemon) chat(w http.ResponseWriter, r *http.Request) {

@@ -80,7 +80,7 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 			if err != nil {
 				// The daemon wrote it; refusing to run on would crash-loop
 				// the session. Keep the last good profile and say so.
-				b.Log.Error("profile update does not parse; keeping the previous one", "version", body.Version, "err", err)
+				b.Log.Error("the new profile does not parse; keeping the previous one", "version", body.Version, "err", err)
 				continue
 			}
 			b.profile, b.version, b.hasProfile = p, body.Version, true

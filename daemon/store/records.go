@@ -68,7 +68,7 @@ func recordSeal(kind string, mac []byte) (string, uint64) {
 
 // ApplyMemory applies a memory operation the agent wrote.
 func (s *Store) ApplyMemory(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.MemoryOp) error {
-	if op.Op == wire.OpDelete {
+	if op.Op == wire.OpRemove {
 		return s.deleteRecord(ctx, id, key, RecordMemory, op.Key)
 	}
 	return s.putRecord(ctx, id, key, RecordMemory, op.Key, wire.Memory{Key: op.Key, Text: op.Text}, nil)
@@ -76,7 +76,7 @@ func (s *Store) ApplyMemory(ctx context.Context, id wire.SessionID, key *wire.Ke
 
 // ApplyNote applies a note operation the agent wrote.
 func (s *Store) ApplyNote(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.NoteOp) error {
-	if op.Op == wire.OpDelete {
+	if op.Op == wire.OpRemove {
 		return s.deleteRecord(ctx, id, key, RecordNote, op.Name)
 	}
 	return s.putRecord(ctx, id, key, RecordNote, op.Name, wire.Note{Name: op.Name, Text: op.Text}, nil)

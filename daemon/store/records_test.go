@@ -28,7 +28,7 @@ func TestRecordsRoundTripAndCaps(t *testing.T) {
 	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "green"}))
 	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "oolong"}))
 	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "name", Text: "Ada"}))
-	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpDelete, Key: "name"}))
+	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpRemove, Key: "name"}))
 	must(s.ApplyNote(ctx, id, key, wire.NoteOp{Op: wire.OpWrite, Name: "todo.md", Text: "- milk"}))
 	must(s.ApplySchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "b", At: 2000, Text: "later"}))
 	must(s.ApplySchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "a", At: 1000, Every: 60, Text: "sooner"}))
