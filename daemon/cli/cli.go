@@ -15,6 +15,8 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/api"
+	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/config"
 )
 
@@ -101,7 +103,12 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		// Errors can quote what a hostile agent wrote (an outbox it
 		// corrupted, a reason it gave): never let it drive the terminal.
-		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize(err.Error()))
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Hint != "" {
+			fmt.Fprintf(stderr, "ironclaw: error: %s\nironclaw: hint: %s\n", sanitize.Line(ae.Message), sanitize.Line(ae.Hint))
+			return 1
+		}
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Text(err.Error()))
 		return 1
 	}
 	return 0
