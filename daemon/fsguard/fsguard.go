@@ -121,4 +121,3 @@ func Free(path string) (avail, total uint64, err error) {
 	}
 	return s.Bavail * uint64(s.Bsize), s.Blocks * uint64(s.Bsize), nil
 }
-
