@@ -68,6 +68,8 @@ type CLI struct {
 	Audit    AuditCmd    `cmd:"" help:"Inspect the audit log."`
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
+
+	Doctor DoctorCmd `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
 }
 
 // Main runs the command line and returns the process exit code.
