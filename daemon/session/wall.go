@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -43,6 +44,9 @@ type Config struct {
 	Refused func(what string)
 	// Agent owns the session socket (see sessionsock.Session.AgentUID).
 	Agent queue.Owner
+	// Model is the session's model proxy, served on its socket under /api/
+	// (see sessionsock.Session.Model). Nil refuses model calls.
+	Model http.Handler
 }
 
 // Wall is one session's side of the sandbox wall.
@@ -147,6 +151,7 @@ func Open(cfg Config) (*Wall, error) {
 		InboxBell: w.bell,
 		OnOutbox:  w.onOutbox,
 		Refused:   cfg.Refused,
+		Model:     cfg.Model,
 		AgentUID:  cfg.Agent.UID,
 		AgentGID:  cfg.Agent.GID,
 	})

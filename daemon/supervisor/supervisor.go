@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/session"
@@ -76,7 +78,15 @@ type Config struct {
 	// pins (the owner's pin; it may lag the installed binary until the
 	// owner moves it). Nil means AgentDigest.
 	NewSessionDigest func() string
-	Model            string
+	// Model is the model new sessions' profiles start with (config model.default).
+	Model string
+	// ModelUpstream is the Ollama server every session's model proxy forwards to
+	// (config model.ollama_url). Empty: no proxy is served and every model call is
+	// refused as an unknown endpoint.
+	ModelUpstream string
+	// ModelLimits bound each session's model proxy; zero fields take the proxy's
+	// defaults (package proxy).
+	ModelLimits proxy.Limits
 	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
 	// profile's limits. Zero refuses every start (there is no "unlimited").
 	MemoryMiB int64
@@ -168,6 +178,11 @@ type Supervisor struct {
 	// again (ids are never reused, so this only grows by erasures).
 	erased map[wire.SessionID]bool // guarded by mu
 	closed bool                    // guarded by mu
+	// budgets are the sessions' model budgets. They live here, not with a
+	// sandbox or a conversation, so that neither a restart nor reopening a
+	// session refills the day's tokens.
+	budgets     map[wire.SessionID]*proxy.Budget // guarded by mu
+	modelClient *http.Client                     // shared by every session's proxy
 }
 
 // conv is one open conversation.
@@ -210,6 +225,7 @@ func New(cfg Config) (*Supervisor, error) {
 	return &Supervisor{
 		cfg: cfg, ctx: ctx, cancel: cancel,
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
+		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
 	}, nil
 }
 
@@ -312,7 +328,13 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	c := &conv{id: sess.ID, binding: binding, key: key}
 	c.touch()
 	actor := "agent:" + sess.ID.String()
+	model, err := s.modelProxyLocked(sess.ID)
+	if err != nil {
+		clear(key[:])
+		return nil, err
+	}
 	c.wall, err = session.Open(session.Config{
+		Model: model,
 		// The daemon copies at most what any outbox filesystem may hold
 		// (the host maximum; a session's image is never larger), so an
 		// honest agent's full outbox is never mistaken for a hostile one,
@@ -348,6 +370,36 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	}
 	s.running[sess.ID] = c
 	return c, nil
+}
+
+// modelProxyLocked returns the session's model proxy (nil when no upstream is
+// configured). Callers hold s.mu.
+func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
+	if s.cfg.ModelUpstream == "" {
+		return nil, nil
+	}
+	b := s.budgets[id]
+	if b == nil {
+		b = &proxy.Budget{}
+		s.budgets[id] = b
+	}
+	p, err := proxy.New(proxy.Config{
+		Upstream: s.cfg.ModelUpstream,
+		Session:  id.String(),
+		Profile: func(ctx context.Context) (profile.Profile, error) {
+			_, p, err := s.cfg.Store.CurrentProfile(ctx, id)
+			return p, err
+		},
+		Budget: b,
+		Audit:  s.cfg.Audit,
+		Client: s.modelClient,
+		Limits: s.cfg.ModelLimits,
+		Log:    s.cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	return p, nil
 }
 
 func (s *Supervisor) sessionDir(id wire.SessionID) string {
