@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"time"
@@ -36,6 +38,10 @@ type ChatReply struct {
 	Seq     uint64 `json:"seq"`
 	Reply   string `json:"reply"`
 	Replied bool   `json:"replied"`
+	// Earlier are replies of the local session that no chat has returned
+	// yet (the client stopped waiting, or the daemon restarted before
+	// handing them over), oldest first. Each is returned once.
+	Earlier []string `json:"earlier,omitempty"`
 }
 
 func (d *Daemon) routes(mux *http.ServeMux) {
@@ -80,6 +86,34 @@ func (d *Daemon) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := ChatReply{Session: id.String(), Seq: seq}
+	// Exactly once: a reply leaves the store's delivery intents only after
+	// it was written to a client; one that missed its client comes back
+	// with the next chat.
+	var handed []uint64
+	earlier, err := d.sup.Undelivered(r.Context(), LocalBinding)
+	if err != nil {
+		d.log.Warn("listing undelivered console replies", "err", err)
+	}
+	for _, e := range earlier {
+		if e.Session == id {
+			out.Earlier = append(out.Earlier, e.Text)
+			handed = append(handed, e.Seq)
+		}
+	}
+	reply := func() {
+		w.Header().Set("Content-Type", "application/json")
+		if err := json.NewEncoder(w).Encode(out); err != nil {
+			return // not written: the replies stay undelivered
+		}
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		for _, s := range handed {
+			if err := d.sup.Delivered(context.WithoutCancel(r.Context()), id, s); err != nil {
+				d.log.Warn("marking a console reply delivered", "err", err)
+			}
+		}
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -87,11 +121,12 @@ func (d *Daemon) chat(w http.ResponseWriter, r *http.Request) {
 		case rep := <-sub:
 			if rep.Session == id && rep.InReplyTo == seq {
 				out.Reply, out.Replied = rep.Text, true
-				admin.Reply(w, out)
+				handed = append(handed, rep.Seq)
+				reply()
 				return
 			}
 		case <-timer.C:
-			admin.Reply(w, out)
+			reply()
 			return
 		case <-r.Context().Done():
 			return
