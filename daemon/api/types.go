@@ -144,6 +144,10 @@ type ChatReply struct {
 	Seq     uint64 `json:"seq"`
 	Reply   string `json:"reply"`
 	Replied bool   `json:"replied"`
+	// Earlier are replies of the session that no chat has returned yet
+	// (the client stopped waiting, or the daemon restarted before handing
+	// them over), oldest first. Each is returned once.
+	Earlier []string `json:"earlier,omitempty"`
 }
 
 // AuditQuery selects audit entries.

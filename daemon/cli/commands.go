@@ -129,8 +129,11 @@ func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return err
 		}
+		for _, e := range rep.Earlier {
+			fmt.Fprintln(g.stdout, "(earlier) "+sanitize.Text(e))
+		}
 		if !rep.Replied {
-			return fmt.Errorf("no reply within %s (message %d of session %s is queued)", c.Wait, rep.Seq, rep.Session)
+			return fmt.Errorf("no reply within %s (message %d of session %s is queued; its reply comes with your next chat)", c.Wait, rep.Seq, rep.Session)
 		}
 		fmt.Fprintln(g.stdout, sanitize.Text(rep.Reply))
 		return nil

@@ -51,6 +51,8 @@ type Supervisor interface {
 	Unsubscribe(ch chan supervisor.Reply)
 	Erase(ctx context.Context, id wire.SessionID, actor string) error
 	Resume(ctx context.Context, id wire.SessionID, operator string) error
+	Undelivered(ctx context.Context, binding string) ([]supervisor.Reply, error)
+	Delivered(ctx context.Context, session wire.SessionID, seq uint64) error
 }
 
 // AuditLog is what the service needs of the audit log.
@@ -397,6 +399,32 @@ func (b *bound) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, err
 		return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "sending: " + err.Error(), Hint: "see the session's state in `sessions`"}
 	}
 	out := api.ChatReply{Session: id.String(), Seq: seq}
+	// A reply stays in the store's delivery intents until a chat hands it
+	// over: one that no chat was waiting for (the client gave up, the
+	// daemon restarted) comes back with the next chat, once.
+	// Only the local console session's replies are the chat's to hand
+	// over; another channel's session (Matrix) delivers its own.
+	var handed []uint64
+	var earlier []supervisor.Reply
+	if binding == b.s.cfg.LocalBinding {
+		if earlier, err = b.s.cfg.Supervisor.Undelivered(ctx, binding); err != nil {
+			return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "listing undelivered replies: " + err.Error()}
+		}
+	}
+	for _, e := range earlier {
+		if e.Session == id && e.InReplyTo != seq {
+			out.Earlier = append(out.Earlier, e.Text)
+			handed = append(handed, e.Seq)
+		}
+	}
+	done := func() (api.ChatReply, error) {
+		for _, s := range handed {
+			if err := b.s.cfg.Supervisor.Delivered(context.WithoutCancel(ctx), id, s); err != nil {
+				return out, &api.Error{Code: api.CodeUnavailable, Message: "recording the delivery: " + err.Error()}
+			}
+		}
+		return out, nil
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -404,10 +432,13 @@ func (b *bound) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, err
 		case rep := <-sub:
 			if rep.Session == id && rep.InReplyTo == seq {
 				out.Reply, out.Replied = rep.Text, true
-				return out, nil
+				if binding == b.s.cfg.LocalBinding {
+					handed = append(handed, rep.Seq)
+				}
+				return done()
 			}
 		case <-timer.C:
-			return out, nil
+			return done()
 		case <-ctx.Done():
 			return out, ctx.Err()
 		}

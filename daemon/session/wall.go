@@ -189,6 +189,10 @@ func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
 	return seq, nil
 }
 
+// InboxRows reads back the verified inbox rows after seq after (the daemon's
+// own writes; for a channel recovering an interrupted hand-off).
+func (w *Wall) InboxRows(after uint64) ([]queue.Row, error) { return w.inbox.Read(after) }
+
 // Leases exposes the inbox lease manager (for measurements).
 func (w *Wall) Leases() *lease.Manager { return w.leases }
 

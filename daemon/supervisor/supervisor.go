@@ -158,6 +158,17 @@ type Reply struct {
 	Session   wire.SessionID
 	InReplyTo uint64
 	Text      string
+	// Seq is the reply's outbox row. The reply is kept in the store (a
+	// delivery intent) until its channel calls Delivered with it; TxnID is
+	// the channel transaction id to send it under, the same on every retry.
+	Seq   uint64
+	TxnID string
+}
+
+// ReplyTxnID is the channel transaction id of outbox row seq of session: a
+// function of both, so a resend after a crash carries the same id.
+func ReplyTxnID(session wire.SessionID, seq uint64) string {
+	return fmt.Sprintf("ic.%s.%d", session, seq)
 }
 
 // Supervisor owns every running conversation.
@@ -458,12 +469,19 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 // requests will go to the gateway. Progress rows tell the lifecycle what the agent handled.
 func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) error {
 	// The agent must not be able to make delivery fail halfway (by hanging up
-	// on its doorbell), and a row must never be handed on twice: commit the
-	// cursor first, then hand the rows on. A crash between the two loses
-	// them rather than repeating them; channels that need exactly-once use
-	// delivery intents keyed by session and sequence.
+	// on its doorbell), and a row must never be handed on twice: in one store
+	// transaction every reply becomes a delivery intent holding its text and
+	// the cursor moves past the rows; only then are they handed on. A crash
+	// after that loses nothing: the channel finds the intent (Undelivered)
+	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
-	if err := s.cfg.Store.AdvanceCursor(ctx, c.id, store.CursorOutboxDelivered, rows[len(rows)-1].Header.Seq); err != nil {
+	var taken []store.TakenReply
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Reply); ok {
+			taken = append(taken, store.TakenReply{OutboxSeq: r.Header.Seq, TxnID: ReplyTxnID(c.id, r.Header.Seq), Body: []byte(b.Text)})
+		}
+	}
+	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
 		return err
 	}
 	for _, r := range rows {
@@ -473,8 +491,8 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 			for ch, binding := range s.waiters {
 				if binding == c.binding {
 					select {
-					case ch <- Reply{Session: c.id, InReplyTo: b.InReplyTo, Text: b.Text}:
-					default: // a slow reader loses replies, never blocks the session
+					case ch <- Reply{Session: c.id, InReplyTo: b.InReplyTo, Text: b.Text, Seq: r.Header.Seq, TxnID: ReplyTxnID(c.id, r.Header.Seq)}:
+					default: // a slow reader misses the notice; the reply waits in Undelivered
 					}
 				}
 			}
