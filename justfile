@@ -17,6 +17,12 @@ build:
     CGO_ENABLED=0 go build -trimpath -ldflags '{{ldflags}}' -o bin/ironclaw ./cmd/ironclaw
     images/build.sh ./cmd/agentd images/out
 
+# Record the digest of the agentd this source builds (images/agentd.sha256) for a release.
+release-pin:
+    images/build.sh ./cmd/agentd images/out
+    sed -i "s/^[0-9a-f]\{64\}  agentd$/$(sha256sum images/out/agentd | cut -d' ' -f1)  agentd/" images/agentd.sha256
+    grep agentd$ images/agentd.sha256
+
 # Install runsc (pinned) and the binaries into {{bindir}}.
 setup: build
     .ci/install-runsc.sh {{bindir}}

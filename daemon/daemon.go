@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,10 +23,12 @@ import (
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/admin"
+	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/operator"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/store"
@@ -228,6 +229,7 @@ type Daemon struct {
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
 	sched  *scheduler.Scheduler
+	ops    *operator.Service
 
 	installed        string       // digest of the installed agent binary
 	pinMu            sync.Mutex   // serialises PinInstalledAgent
@@ -353,13 +355,14 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if err := os.Chmod(cfg.RuntimeDir, 0o700); err != nil {
 		return nil, err
 	}
-	sink := &changeSink{}
+	sink := &changeSink{hub: operator.NewHub()}
 	wake := &scheduleWaker{}
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
-		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
+		ModelUpstream: cfg.Model.OllamaURL,
+		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
 		Changes:    sink,
@@ -380,6 +383,9 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		return nil, err
 	}
 	sink.gw = d.gw
+	if d.ops, err = d.operatorService(sink.hub); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -398,14 +404,21 @@ func hostFacts(cfg config.Config, digest string) policy.Host {
 }
 
 // changeSink hands agents' change requests to the gateway (set once the
-// gateway exists; nothing is delivered before Serve).
-type changeSink struct{ gw *gateway.Gateway }
+// gateway exists; nothing is delivered before Serve) and tells open
+// consoles.
+type changeSink struct {
+	gw  *gateway.Gateway
+	hub *operator.Hub
+}
 
 func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	_, err := c.gw.Submit(ctx, gateway.Request{
+	t, err := c.gw.Submit(ctx, gateway.Request{
 		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
 		Reason: req.Reason, Proposed: []byte(req.Proposed),
 	})
+	if err == nil {
+		c.hub.Publish(api.Event{Kind: api.EventChange, ID: t.ID.String(), What: "filed"})
+	}
 	return err
 }
 
@@ -437,9 +450,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := anchor(ctx, d.store, d.audit); err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	d.routes(mux)
-	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), mux)
+	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), d.adminRoutes())
 	if err != nil {
 		return err
 	}

@@ -3,18 +3,16 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"time"
 
-	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 )
 
 // SessionOpsCmd are the session commands beyond list, profile and erase
 // (embedded into SessionsCmd).
 type SessionOpsCmd struct {
 	Create      SessionsCreateCmd      `cmd:"" help:"Create a session for a binding (e.g. console:work) without sending it anything."`
-	Stop        SessionsStopCmd        `cmd:"" help:"Stop a session's sandbox now (the next message starts it again)."`
-	Restart     SessionsRestartCmd     `cmd:"" help:"Stop a session's sandbox and start a fresh one, which resumes from the daemon's record."`
+	Stop        SessionsStopCmd        `cmd:"" help:"Stop a session's sandbox now (the next message or schedule starts it again)."`
+	Restart     SessionsRestartCmd     `cmd:"" help:"Resume a stopped session and start a fresh sandbox, which resumes from the daemon's record."`
 	ResetOutbox SessionsResetOutboxCmd `cmd:"" name:"reset-outbox" help:"Replace a broken or refused outbox with a fresh one; memory, notes, schedules and history are kept."`
 	Records     SessionsRecordsCmd     `cmd:"" help:"Show a session's memory, notes and schedules (sealed content: the request is audited)."`
 }
@@ -30,24 +28,11 @@ func (c SessionsCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var out map[string]string
-	if err := cl.Do(ctx, "POST", "/v1/sessions", daemon.CreateSessionRequest{Binding: c.Binding}, &out); err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "session %s created for %s\n", out["id"], sanitize(c.Binding))
-	return nil
-}
-
-// sessionOp posts one of the session operations.
-func sessionOp(ctx context.Context, g *Globals, id, op, done string) error {
-	cl, err := adminClient(g)
+	s, err := cl.CreateSession(ctx, c.Binding)
 	if err != nil {
 		return err
 	}
-	if err := cl.Do(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/"+op, nil, nil); err != nil {
-		return err
-	}
-	fmt.Fprintf(g.stdout, "session %s: %s\n", id, done)
+	fmt.Fprintf(g.stdout, "session %s created for %s\n", s.ID, sanitize.Line(c.Binding))
 	return nil
 }
 
@@ -58,7 +43,15 @@ type SessionsStopCmd struct {
 
 // Run stops.
 func (c SessionsStopCmd) Run(ctx context.Context, g *Globals) error {
-	return sessionOp(ctx, g, c.ID, "stop", "sandbox stopped")
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	if err := cl.StopSession(ctx, c.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "session %s: sandbox stopped\n", c.ID)
+	return nil
 }
 
 // SessionsRestartCmd restarts a sandbox.
@@ -68,7 +61,15 @@ type SessionsRestartCmd struct {
 
 // Run restarts.
 func (c SessionsRestartCmd) Run(ctx context.Context, g *Globals) error {
-	return sessionOp(ctx, g, c.ID, "restart", "sandbox restarted")
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	if err := cl.RestartSession(ctx, c.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "session %s: sandbox restarted\n", c.ID)
+	return nil
 }
 
 // SessionsResetOutboxCmd resets an outbox.
@@ -78,7 +79,15 @@ type SessionsResetOutboxCmd struct {
 
 // Run resets.
 func (c SessionsResetOutboxCmd) Run(ctx context.Context, g *Globals) error {
-	return sessionOp(ctx, g, c.ID, "reset-outbox", "outbox replaced with a fresh one; nothing the daemon recorded was lost")
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	if err := cl.ResetOutbox(ctx, c.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stdout, "session %s: outbox replaced with a fresh one; nothing the daemon recorded was lost\n", c.ID)
+	return nil
 }
 
 // SessionsRecordsCmd shows memory, notes and schedules.
@@ -92,26 +101,26 @@ func (c SessionsRecordsCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var r daemon.SessionRecords
-	if err := cl.Do(ctx, "GET", "/v1/sessions/"+url.PathEscape(c.ID)+"/records", nil, &r); err != nil {
+	r, err := cl.SessionRecords(ctx, c.ID)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stderr, "# session %s (this request is in the audit log); all text below was written by the agent\n", r.Session)
+	fmt.Fprintf(g.stderr, "# session %s (this request is in the audit log); everything below was written by the agent\n", r.Session)
 	fmt.Fprintf(g.stdout, "memory (%d):\n", len(r.Memory))
 	for _, m := range r.Memory {
-		fmt.Fprintf(g.stdout, "  %s: %s\n", sanitize(m.Key), sanitize(m.Text))
+		fmt.Fprintf(g.stdout, "  %s: %s\n", sanitize.Line(m.Key), sanitize.Line(m.Text))
 	}
 	fmt.Fprintf(g.stdout, "notes (%d):\n", len(r.Notes))
 	for _, n := range r.Notes {
-		fmt.Fprintf(g.stdout, "  --- %s ---\n%s\n", sanitize(n.Name), sanitize(n.Text))
+		fmt.Fprintf(g.stdout, "  --- %s ---\n%s\n", sanitize.Line(n.Name), sanitize.Text(n.Text))
 	}
 	fmt.Fprintf(g.stdout, "schedules (%d):\n", len(r.Schedules))
 	for _, s := range r.Schedules {
 		every := ""
 		if s.Every > 0 {
-			every = fmt.Sprintf(" every %v", time.Duration(s.Every)*time.Second)
+			every = " every " + s.Every.String()
 		}
-		fmt.Fprintf(g.stdout, "  %s at %s%s: %s\n", sanitize(s.ID), time.Unix(s.At, 0).UTC().Format(time.RFC3339), every, sanitize(s.Text))
+		fmt.Fprintf(g.stdout, "  %s next %s%s: %s\n", sanitize.Line(s.ID), s.Next.Format("2006-01-02T15:04:05Z07:00"), every, sanitize.Line(s.Text))
 	}
 	return nil
 }

@@ -114,8 +114,9 @@ type Model struct {
 	// Default: http://127.0.0.1:11434.
 	OllamaURL string `toml:"ollama_url"`
 
-	// Default is the model name new sessions' profiles start with.
-	// Default: "tiny".
+	// Default is the model name new sessions' profiles start with. It must
+	// call tools well; install it on the Ollama server with `ollama pull`.
+	// Default: "qwen3:4b" (docs/proxy.md says why and lists others).
 	Default string `toml:"default"`
 }
 
@@ -196,7 +197,7 @@ func Default() Config {
 		},
 		Model: Model{
 			OllamaURL: "http://127.0.0.1:11434",
-			Default:   "tiny",
+			Default:   "qwen3:4b",
 		},
 		Console: Console{
 			Listen:   "127.0.0.1:2222",

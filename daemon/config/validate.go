@@ -94,7 +94,7 @@ func (c Config) Validate() error {
 
 	v.ollamaURL(c.Model.OllamaURL)
 	if !modelName.MatchString(c.Model.Default) {
-		v.addf("model.default", "%q is not an Ollama model name; use one such as tiny or llama3.2:1b", c.Model.Default)
+		v.addf("model.default", "%q is not an Ollama model name; use one such as qwen3:4b or llama3.2:3b", c.Model.Default)
 	}
 
 	v.console(c.Console)

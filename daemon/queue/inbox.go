@@ -114,6 +114,22 @@ func (in *Inbox) insert(sealed [][]byte) (err error) {
 	return nil
 }
 
+// Read returns the verified rows after seq after, read through the
+// writer's own connection (the daemon reading back what it wrote; the
+// agent's side reads under a lease instead).
+func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.conn == nil {
+		return nil, fmt.Errorf("queue: inbox is closed")
+	}
+	rows, err := queuedb.Read(in.conn, in.session, wire.Inbox, in.key, after, 0)
+	if err != nil {
+		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)
+	}
+	return rows, nil
+}
+
 // Close closes the database.
 func (in *Inbox) Close() error {
 	in.mu.Lock()

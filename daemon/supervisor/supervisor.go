@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/session"
@@ -76,7 +78,15 @@ type Config struct {
 	// pins (the owner's pin; it may lag the installed binary until the
 	// owner moves it). Nil means AgentDigest.
 	NewSessionDigest func() string
-	Model            string
+	// Model is the model new sessions' profiles start with (config model.default).
+	Model string
+	// ModelUpstream is the Ollama server every session's model proxy forwards to
+	// (config model.ollama_url). Empty: no proxy is served and every model call is
+	// refused as an unknown endpoint.
+	ModelUpstream string
+	// ModelLimits bound each session's model proxy; zero fields take the proxy's
+	// defaults (package proxy).
+	ModelLimits proxy.Limits
 	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
 	// profile's limits. Zero refuses every start (there is no "unlimited").
 	MemoryMiB int64
@@ -151,6 +161,17 @@ type Reply struct {
 	Session   wire.SessionID
 	InReplyTo uint64
 	Text      string
+	// Seq is the reply's outbox row. The reply is kept in the store (a
+	// delivery intent) until its channel calls Delivered with it; TxnID is
+	// the channel transaction id to send it under, the same on every retry.
+	Seq   uint64
+	TxnID string
+}
+
+// ReplyTxnID is the channel transaction id of outbox row seq of session: a
+// function of both, so a resend after a crash carries the same id.
+func ReplyTxnID(session wire.SessionID, seq uint64) string {
+	return fmt.Sprintf("ic.%s.%d", session, seq)
 }
 
 // Supervisor owns every running conversation.
@@ -171,6 +192,11 @@ type Supervisor struct {
 	// again (ids are never reused, so this only grows by erasures).
 	erased map[wire.SessionID]bool // guarded by mu
 	closed bool                    // guarded by mu
+	// budgets are the sessions' model budgets. They live here, not with a
+	// sandbox or a conversation, so that neither a restart nor reopening a
+	// session refills the day's tokens.
+	budgets     map[wire.SessionID]*proxy.Budget // guarded by mu
+	modelClient *http.Client                     // shared by every session's proxy
 }
 
 // conv is one open conversation.
@@ -213,6 +239,7 @@ func New(cfg Config) (*Supervisor, error) {
 	return &Supervisor{
 		cfg: cfg, ctx: ctx, cancel: cancel,
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
+		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
 	}, nil
 }
 
@@ -318,7 +345,13 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	c := &conv{id: sess.ID, binding: binding, key: key}
 	c.touch()
 	actor := "agent:" + sess.ID.String()
+	model, err := s.modelProxyLocked(sess.ID)
+	if err != nil {
+		clear(key[:])
+		return nil, err
+	}
 	c.wall, err = session.Open(session.Config{
+		Model: model,
 		// The daemon copies at most what any outbox filesystem may hold
 		// (the host maximum; a session's image is never larger), so an
 		// honest agent's full outbox is never mistaken for a hostile one,
@@ -360,6 +393,36 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	}
 	s.running[sess.ID] = c
 	return c, nil
+}
+
+// modelProxyLocked returns the session's model proxy (nil when no upstream is
+// configured). Callers hold s.mu.
+func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
+	if s.cfg.ModelUpstream == "" {
+		return nil, nil
+	}
+	b := s.budgets[id]
+	if b == nil {
+		b = &proxy.Budget{}
+		s.budgets[id] = b
+	}
+	p, err := proxy.New(proxy.Config{
+		Upstream: s.cfg.ModelUpstream,
+		Session:  id.String(),
+		Profile: func(ctx context.Context) (profile.Profile, error) {
+			_, p, err := s.cfg.Store.CurrentProfile(ctx, id)
+			return p, err
+		},
+		Budget: b,
+		Audit:  s.cfg.Audit,
+		Client: s.modelClient,
+		Limits: s.cfg.ModelLimits,
+		Log:    s.cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	return p, nil
 }
 
 func (s *Supervisor) sessionDir(id wire.SessionID) string {
@@ -418,17 +481,24 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 // requests will go to the gateway. Progress rows tell the lifecycle what the agent handled.
 func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) error {
 	// The agent must not be able to make delivery fail halfway (by hanging up
-	// on its doorbell), and a row must never be handed on twice: commit the
-	// cursor first, then hand the rows on. A crash between the two loses
-	// them rather than repeating them; channels that need exactly-once use
-	// delivery intents keyed by session and sequence.
+	// on its doorbell), and a row must never be handed on twice: in one store
+	// transaction every reply becomes a delivery intent holding its text and
+	// the cursor moves past the rows; only then are they handed on. A crash
+	// after that loses nothing: the channel finds the intent (Undelivered)
+	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
 	// Record operations and progress are idempotent: applied before the
 	// cursor moves, so a failure offers them again (records.go).
 	if err := s.applyRecords(ctx, c, rows); err != nil {
 		return err
 	}
-	if err := s.cfg.Store.AdvanceCursor(ctx, c.id, store.CursorOutboxDelivered, rows[len(rows)-1].Header.Seq); err != nil {
+	var taken []store.TakenReply
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Reply); ok {
+			taken = append(taken, store.TakenReply{OutboxSeq: r.Header.Seq, TxnID: ReplyTxnID(c.id, r.Header.Seq), Body: []byte(b.Text)})
+		}
+	}
+	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
 		return err
 	}
 	s.refusedTools(c, rows)
@@ -442,8 +512,8 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 			for ch, binding := range s.waiters {
 				if binding == c.binding {
 					select {
-					case ch <- Reply{Session: c.id, InReplyTo: b.InReplyTo, Text: b.Text}:
-					default: // a slow reader loses replies, never blocks the session
+					case ch <- Reply{Session: c.id, InReplyTo: b.InReplyTo, Text: b.Text, Seq: r.Header.Seq, TxnID: ReplyTxnID(c.id, r.Header.Seq)}:
+					default: // a slow reader misses the notice; the reply waits in Undelivered
 					}
 				}
 			}
