@@ -23,13 +23,12 @@ import (
 // agent recorded as handled (from its Progress rows).
 const CursorInboxHandled = "inbox.handled"
 
-// applyRecords applies the record operations among rows, and the agent's
-// progress, before the outbox cursor moves past them: each is idempotent,
-// so a failure leaves the rows to be offered again and nothing is lost.
-// A session at its cap is refused (audited), not retried.
+// applyRecords applies the record operations among rows before the outbox
+// cursor moves past them: each is idempotent, so a failure leaves the rows
+// to be offered again and nothing is lost. A session at its cap is refused
+// (audited), not retried.
 func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row) error {
 	actor, subject := "agent:"+c.id.String(), c.id.String()
-	var handled uint64
 	for _, r := range rows {
 		var err error
 		switch b := r.Body.(type) {
@@ -42,14 +41,26 @@ func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row
 			if err == nil && b.Op == wire.OpAdd && s.cfg.Schedules != nil {
 				s.cfg.Schedules.Changed()
 			}
-		case wire.Progress:
-			handled = max(handled, min(b.Inbox, c.wall.InboxHead()))
 		}
 		if errors.Is(err, store.ErrFull) {
 			err = s.cfg.Audit.Refuse(actor, "records.refused", subject, r.Body.Kind().String()+" at the session's cap")
 		}
 		if err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// recordProgress keeps the agent's progress in the store, where a fresh
+// agent resumes from when its outbox was lost. It runs after the replies
+// were handed on (it is not on a turn's critical path); if it fails, a
+// lost outbox costs at most re-answering the rows since the last record.
+func (s *Supervisor) recordProgress(ctx context.Context, c *conv, rows []queue.Row) error {
+	var handled uint64
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Progress); ok {
+			handled = max(handled, min(b.Inbox, c.wall.InboxHead()))
 		}
 	}
 	if handled > 0 {

@@ -501,10 +501,6 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
 		return err
 	}
-	s.refusedTools(c, rows)
-	if err := s.echoReplies(ctx, c, rows); err != nil {
-		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
-	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
 		case wire.Reply:
@@ -534,6 +530,14 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 				c.touch()
 			}
 		}
+	}
+	// Off the turn's critical path: the replies are on their way.
+	s.refusedTools(c, rows)
+	if err := s.echoReplies(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
+	}
+	if err := s.recordProgress(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording the agent's progress", "session", c.id.String(), "err", err)
 	}
 	return nil
 }
