@@ -22,7 +22,7 @@ import (
 // overhead is measured without.
 type timedUpstream struct {
 	mu    sync.Mutex
-	spent time.Duration
+	calls []time.Duration // each model call's time at the server, in order
 }
 
 func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
@@ -33,20 +33,24 @@ func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rp.ServeHTTP(w, r)
+		d := time.Since(start)
 		tu.mu.Lock()
-		tu.spent += time.Since(start)
+		tu.calls = append(tu.calls, d)
 		tu.mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
 	return tu, srv.URL
 }
 
-func (tu *timedUpstream) take() time.Duration {
+// take returns the calls recorded so far and forgets them. A call's time
+// is recorded just after its last byte is sent, which may be after the turn
+// ended: pair calls with turns by order, at the end.
+func (tu *timedUpstream) take() []time.Duration {
 	tu.mu.Lock()
 	defer tu.mu.Unlock()
-	d := tu.spent
-	tu.spent = 0
-	return d
+	c := tu.calls
+	tu.calls = nil
+	return c
 }
 
 func pct(ds []time.Duration, p float64) time.Duration {
@@ -72,12 +76,29 @@ func TestWarmTurnOverhead(t *testing.T) {
 	tu, upstream := newTimedUpstream(t, m.URL)
 	brain := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.ModelUpstream = upstream; c.IdleTimeout = time.Hour })
 	echo := newDaemon(t, echoPath, func(c *supervisor.Config) { c.IdleTimeout = time.Hour })
+	// The default profile's model budget (30 calls a minute) would refuse
+	// most of these turns: lift it, as an approved limits change would.
+	brain.ask("warm", "first", 30*time.Second)
+	id, _ := brain.sessionKey("warm")
+	base, p, err := brain.store.CurrentProfile(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Limits.CallsPerMinute, p.Limits.TokensPerDay = 1_000_000, 1_000_000_000
+	v, err := brain.store.PutProfileVersion(t.Context(), id, base, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := brain.sup.ProfileApplied(t.Context(), id, v, p.Canonical(), true); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 20 { // warm both: sandboxes up, connections open
 		brain.ask("warm", fmt.Sprint("warm ", i), 30*time.Second)
 		echo.ask("warm", fmt.Sprint("warm ", i), 30*time.Second)
 	}
+	time.Sleep(100 * time.Millisecond) // the last warm-up call is recorded
 	tu.take()
-	type sample struct{ total, send, model time.Duration }
+	type sample struct{ total, send time.Duration }
 	turn := func(d *daemon, i int) sample {
 		ch := d.sup.Subscribe("warm")
 		defer d.sup.Unsubscribe(ch)
@@ -92,16 +113,23 @@ func TestWarmTurnOverhead(t *testing.T) {
 		}
 		return sample{total: time.Since(start), send: sent}
 	}
-	var overhead, brainSend, model, echoTotal, echoSend []time.Duration
+	var brainTotal, brainSend, echoTotal, echoSend []time.Duration
 	for i := range turns {
 		s := turn(brain, i)
-		s.model = tu.take()
-		overhead = append(overhead, s.total-s.model)
+		brainTotal = append(brainTotal, s.total)
 		brainSend = append(brainSend, s.send)
-		model = append(model, s.model)
 		e := turn(echo, i)
 		echoTotal = append(echoTotal, e.total)
 		echoSend = append(echoSend, e.send)
+	}
+	time.Sleep(100 * time.Millisecond)
+	model := tu.take()
+	if len(model) != turns {
+		t.Fatalf("%d model calls for %d turns", len(model), turns)
+	}
+	overhead := make([]time.Duration, turns)
+	for i := range turns {
+		overhead[i] = brainTotal[i] - model[i]
 	}
 	row := func(name string, ds []time.Duration) {
 		t.Logf("| %-52s | %7.2f | %7.2f |", name, ms(pct(ds, 0.5)), ms(pct(ds, 0.99)))
@@ -115,7 +143,7 @@ func TestWarmTurnOverhead(t *testing.T) {
 	row("  of which Send", echoSend)
 	// One sealed store write (fsync'd), as the turn makes several: the
 	// history of the message, its reply, the outbox cursor, the progress.
-	id, key := brain.sessionKey("warm")
+	_, key := brain.sessionKey("warm")
 	var write []time.Duration
 	for i := range 50 {
 		start := time.Now()
