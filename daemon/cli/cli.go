@@ -68,6 +68,7 @@ type CLI struct {
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
 	Doctor DoctorCmd `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
+	Keys   KeysCmd   `cmd:"" help:"Rotate the master key and move its custody."`
 }
 
 // Main runs the command line and returns the process exit code.
