@@ -411,7 +411,22 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// them rather than repeating them; channels that need exactly-once use
 	// delivery intents keyed by session and sequence.
 	ctx = context.WithoutCancel(ctx)
-	if err := s.cfg.Store.AdvanceCursor(ctx, c.id, store.CursorOutboxDelivered, rows[len(rows)-1].Header.Seq); err != nil {
+	// The agent's progress is recorded with the delivery, in one transaction:
+	// inbox compaction and a restored session's agent go by it.
+	cursors := map[string]uint64{store.CursorOutboxDelivered: rows[len(rows)-1].Header.Seq}
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Progress); ok {
+			cursors[store.CursorInboxConsumed] = max(cursors[store.CursorInboxConsumed], min(b.Inbox, c.inboxHead.Load()))
+		}
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		if cur, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed); err != nil {
+			return err
+		} else if p < cur {
+			delete(cursors, store.CursorInboxConsumed) // a restarted agent re-reading: never backwards
+		}
+	}
+	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
 		return err
 	}
 	for _, r := range rows {
