@@ -504,14 +504,21 @@ func OpenVerifier(ctx context.Context, cfg config.Config, passphrase io.Reader) 
 		return nil, err
 	}
 	defer master.Destroy()
-	v := &Verifier{key: master.SubKey(purposeAudit)}
 	ck := master.SubKey(purposeStore)
 	defer clear(ck[:])
-	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	st, err := store.OpenWrapped(filepath.Join(cfg.StateDir, StoreFile), master, purposeStore, &ck)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
+	legacy := master.SubKey(purposeAudit)
+	defer clear(legacy[:])
+	ak, err := st.DaemonKey(ctx, master, purposeAudit, &legacy)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{key: *ak}
+	clear(ak[:])
 	seq, hash, ok, err := st.AuditAnchor(ctx)
 	if err != nil {
 		return nil, err

@@ -57,6 +57,7 @@ func (d *Daemon) routes(mux *http.ServeMux) {
 		admin.Reply(w, map[string]string{"pinned": d.NewSessionDigest()})
 	})
 	mux.HandleFunc("POST /v1/chat", d.chat)
+	mux.HandleFunc("POST /v1/backup", d.backupRoute)
 	d.changeRoutes(mux)
 }
 

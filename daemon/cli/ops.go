@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"path/filepath"
 
 	"github.com/ironclaw/ironclaw/daemon"
 	"github.com/ironclaw/ironclaw/daemon/config"
@@ -137,4 +138,62 @@ func localActor() string {
 		return "operator:local:" + u.Username
 	}
 	return fmt.Sprintf("operator:local:uid%d", os.Geteuid())
+}
+
+// BackupCmd takes a backup from the running daemon.
+type BackupCmd struct {
+	File string `arg:"" help:"Archive to write (must not exist); it holds no plaintext and no key, but keep it like the state directory." type:"path"`
+}
+
+// Run streams the archive into a temporary file beside File and renames it
+// into place only when the daemon finished it.
+func (c BackupCmd) Run(ctx context.Context, g *Globals) (err error) {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Lstat(c.File); err == nil {
+		return fmt.Errorf("%s already exists; choose a new file name", c.File)
+	}
+	f, err := os.CreateTemp(filepath.Dir(c.File), "."+filepath.Base(c.File)+".partial-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = cl.Stream(ctx, "POST", "/v1/backup", f); err != nil {
+		return fmt.Errorf("backup failed, nothing was written: %w", err)
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Link(f.Name(), c.File); err != nil {
+		return fmt.Errorf("putting the backup at %s: %w", c.File, err)
+	}
+	os.Remove(f.Name())
+	fi, _ := os.Stat(c.File)
+	fmt.Fprintf(g.stdout, "backup written to %s (%d bytes); restore with `ironclaw restore %s` and the master key in force now\n", c.File, fi.Size(), c.File)
+	return nil
+}
+
+// RestoreCmd restores a backup into an empty state directory.
+type RestoreCmd struct {
+	File string `arg:"" help:"Archive written by ironclaw backup." type:"existingfile"`
+}
+
+// Run restores with the configured key custody.
+func (c RestoreCmd) Run(ctx context.Context, g *Globals) error {
+	cfg, pass, done, err := g.loadWithKey(false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return daemon.Restore(ctx, cfg, c.File, daemon.RestoreOptions{Passphrase: pass, Actor: localActor(), Out: g.stdout})
 }

@@ -14,6 +14,9 @@ import (
 	"zombiezen.com/go/sqlite/sqlitex"
 )
 
+// ErrInboxClosed is returned by BackupTo on a closed Inbox.
+var ErrInboxClosed = errors.New("queue: inbox is closed")
+
 // BackupTo writes a consistent copy of the inbox to path (which must not
 // exist). It holds the inbox's own lock, so no Append is half-way through:
 // the copy ends at a commit. Reading needs no read lease (the agent never
@@ -23,7 +26,7 @@ func (in *Inbox) BackupTo(path string) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.conn == nil {
-		return fmt.Errorf("queue: inbox is closed")
+		return ErrInboxClosed
 	}
 	return vacuumInto(in.conn, path)
 }
