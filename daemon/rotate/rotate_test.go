@@ -238,8 +238,8 @@ func TestRotateChild(t *testing.T) {
 	}
 	state, keyFile, _ := strings.Cut(spec, "|")
 	o := Options{StateDir: state, StorePath: filepath.Join(state, "ironclaw.db"),
-		Old: keys.Source{Custody: keys.CustodyKeyFile, StateDir: state, KeyFile: keyFile},
-		New: keys.Source{Custody: keys.CustodyKeyFile, StateDir: state, KeyFile: keyFile},
+		Old:  keys.Source{Custody: keys.CustodyKeyFile, StateDir: state, KeyFile: keyFile},
+		New:  keys.Source{Custody: keys.CustodyKeyFile, StateDir: state, KeyFile: keyFile},
 		Open: opener(state), Actor: "operator:test",
 		step: func(string) { time.Sleep(time.Duration(mrand.IntN(20)) * time.Millisecond) },
 	}
