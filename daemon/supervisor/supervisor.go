@@ -103,6 +103,10 @@ type Config struct {
 	// Resume. Defaults: DefaultCrashLoopCount, DefaultCrashLoopWindow.
 	CrashLoopCount  int
 	CrashLoopWindow time.Duration
+	// InboxKeepRows and InboxCompactEvery are the inbox retention policy
+	// (see retention.go). Defaults: DefaultInboxKeepRows,
+	// DefaultInboxCompactEvery.
+	InboxKeepRows, InboxCompactEvery uint64
 	// Changes receives agents' change requests (the gateway). Nil refuses
 	// them all, audited.
 	Changes ChangeSink
@@ -128,6 +132,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRunning <= 0 {
 		c.MaxRunning = DefaultMaxRunning
+	}
+	if c.InboxKeepRows == 0 {
+		c.InboxKeepRows = DefaultInboxKeepRows
+	}
+	if c.InboxCompactEvery == 0 {
+		c.InboxCompactEvery = DefaultInboxCompactEvery
 	}
 	for _, f := range []struct {
 		p *int64
@@ -182,6 +192,7 @@ type conv struct {
 	lastActive atomic.Int64  // unix nanoseconds of the last message in or row out
 	progress   atomic.Uint64 // highest inbox seq the agent recorded as handled
 	inboxHead  atomic.Uint64 // highest inbox seq this supervisor wrote
+	compacted  atomic.Uint64 // inbox rows through this seq were compacted away
 
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
@@ -428,6 +439,9 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	}
 	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
 		return err
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		s.compactInbox(ctx, c, p)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
