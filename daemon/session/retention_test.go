@@ -20,7 +20,10 @@ func inboxSpan(t testing.TB, r *rig) (lo, hi, n int64) {
 	}
 	defer c.Close()
 	err = sqlitex.ExecuteTransient(c, "SELECT coalesce(min(seq),0), coalesce(max(seq),0), count(*) FROM rows", &sqlitex.ExecOptions{
-		ResultFunc: func(s *sqlite.Stmt) error { lo, hi, n = s.ColumnInt64(0), s.ColumnInt64(1), s.ColumnInt64(2); return nil },
+		ResultFunc: func(s *sqlite.Stmt) error {
+			lo, hi, n = s.ColumnInt64(0), s.ColumnInt64(1), s.ColumnInt64(2)
+			return nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
