@@ -29,6 +29,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
@@ -185,16 +186,24 @@ func writeNew(path, content string) error {
 }
 
 func openStores(cfg config.Config, master *keys.Master) (*store.Store, *audit.Log, error) {
+	// The store's content key and the audit MAC key are kept wrapped in the
+	// store (so the master key can rotate, daemon/rotate); a store made
+	// before that adopts the master-derived subkeys it has always used.
 	ck := master.SubKey(purposeStore)
 	defer clear(ck[:])
-	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	st, err := store.OpenWrapped(filepath.Join(cfg.StateDir, StoreFile), master, purposeStore, &ck)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := []audit.Option{}
-	ak := master.SubKey(purposeAudit)
+	legacy := master.SubKey(purposeAudit)
+	defer clear(legacy[:])
+	ak, err := st.DaemonKey(context.Background(), master, purposeAudit, &legacy)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
 	defer clear(ak[:])
-	opts = append(opts, audit.WithKey(ak[:]))
+	opts := []audit.Option{audit.WithKey(ak[:])}
 	seq, hash, ok, err := st.AuditAnchor(context.Background())
 	if err != nil {
 		st.Close()
@@ -297,6 +306,13 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, keys.CheckFileName)); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not initialised: run `ironclaw init` first", cfg.StateDir)
+	}
+	// A key rotation a crash interrupted is finished or undone first, so
+	// that exactly one master key opens the state (daemon/rotate).
+	if done, err := rotate.Recover(cfg.StateDir, filepath.Join(cfg.StateDir, StoreFile)); err != nil {
+		return nil, err
+	} else if done != "" {
+		log.Warn("an interrupted master key rotation was "+done, "state", cfg.StateDir)
 	}
 	master, err := keys.Load(keySource(cfg, passphrase))
 	if err != nil {
@@ -499,14 +515,21 @@ func OpenVerifier(ctx context.Context, cfg config.Config, passphrase io.Reader) 
 		return nil, err
 	}
 	defer master.Destroy()
-	v := &Verifier{key: master.SubKey(purposeAudit)}
 	ck := master.SubKey(purposeStore)
 	defer clear(ck[:])
-	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	st, err := store.OpenWrapped(filepath.Join(cfg.StateDir, StoreFile), master, purposeStore, &ck)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
+	legacy := master.SubKey(purposeAudit)
+	defer clear(legacy[:])
+	ak, err := st.DaemonKey(ctx, master, purposeAudit, &legacy)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{key: *ak}
+	clear(ak[:])
 	seq, hash, ok, err := st.AuditAnchor(ctx)
 	if err != nil {
 		return nil, err

@@ -69,7 +69,10 @@ type CLI struct {
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
-	Doctor DoctorCmd `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
+	Doctor  DoctorCmd  `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
+	Keys    KeysCmd    `cmd:"" help:"Rotate the master key and move its custody."`
+	Backup  BackupCmd  `cmd:"" help:"Write a consistent backup of the running daemon's state (sealed; no key)."`
+	Restore RestoreCmd `cmd:"" help:"Restore a backup into an empty state directory (daemon stopped)."`
 }
 
 // Main runs the command line and returns the process exit code.

@@ -113,6 +113,10 @@ type Config struct {
 	// Resume. Defaults: DefaultCrashLoopCount, DefaultCrashLoopWindow.
 	CrashLoopCount  int
 	CrashLoopWindow time.Duration
+	// InboxKeepRows and InboxCompactEvery are the inbox retention policy
+	// (see retention.go). Defaults: DefaultInboxKeepRows,
+	// DefaultInboxCompactEvery.
+	InboxKeepRows, InboxCompactEvery uint64
 	// Changes receives agents' change requests (the gateway). Nil refuses
 	// them all, audited.
 	Changes ChangeSink
@@ -138,6 +142,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxRunning <= 0 {
 		c.MaxRunning = DefaultMaxRunning
+	}
+	if c.InboxKeepRows == 0 {
+		c.InboxKeepRows = DefaultInboxKeepRows
+	}
+	if c.InboxCompactEvery == 0 {
+		c.InboxCompactEvery = DefaultInboxCompactEvery
 	}
 	for _, f := range []struct {
 		p *int64
@@ -208,6 +218,7 @@ type conv struct {
 	lastActive atomic.Int64  // unix nanoseconds of the last message in or row out
 	progress   atomic.Uint64 // highest inbox seq the agent recorded as handled
 	inboxHead  atomic.Uint64 // highest inbox seq this supervisor wrote
+	compacted  atomic.Uint64 // inbox rows through this seq were compacted away
 
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
@@ -483,6 +494,28 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	}
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
 		return err
+	}
+	// The agent's progress is recorded after the delivery (a crash between
+	// the two leaves it behind, never ahead): inbox compaction and a
+	// restored session's agent go by it.
+	cursors := map[string]uint64{}
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Progress); ok {
+			cursors[store.CursorInboxConsumed] = max(cursors[store.CursorInboxConsumed], min(b.Inbox, c.inboxHead.Load()))
+		}
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		if cur, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed); err != nil {
+			return err
+		} else if p < cur {
+			delete(cursors, store.CursorInboxConsumed) // a restarted agent re-reading: never backwards
+		}
+	}
+	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
+		return err
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		s.compactInbox(ctx, c, p)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
