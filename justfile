@@ -4,6 +4,8 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 bindir := env_var_or_default("IRONCLAW_BINDIR", "/opt/ironclaw/bin")
+# The Ollama server the model tests run against (tests only; never shipped).
+ollama_bindir := "/opt/ironclaw-test/bin"
 version := `git describe --always --dirty 2>/dev/null || echo dev`
 ldflags := "-s -w -X github.com/ironclaw/ironclaw/daemon.Version=" + version
 
@@ -39,9 +41,10 @@ up: setup
 # private network namespace (only loopback exists there).
 test: check
     .ci/install-runsc.sh {{bindir}}
+    .ci/install-ollama.sh {{ollama_bindir}}
     go mod download
     go test -race -count=1 -run '^$' ./... > /dev/null
-    unshare -n -- bash -c 'ip link set lo up && GOFLAGS=-mod=mod GOPROXY=off go test -race -count=1 -timeout 20m ./...'
+    unshare -n -- bash -c 'ip link set lo up && IRONCLAW_TEST_OLLAMA={{ollama_bindir}}/ollama GOFLAGS=-mod=mod GOPROXY=off go test -race -count=1 -timeout 20m ./...'
 
 # gofmt and go vet.
 check:
