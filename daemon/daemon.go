@@ -31,6 +31,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/operator"
 	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
+	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 	"github.com/ironclaw/ironclaw/images"
@@ -236,6 +237,7 @@ type Daemon struct {
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
+	sched  *scheduler.Scheduler
 	ops    *operator.Service
 
 	installed        string       // digest of the installed agent binary
@@ -370,6 +372,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		return nil, err
 	}
 	sink := &changeSink{hub: operator.NewHub()}
+	wake := &scheduleWaker{}
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
@@ -379,11 +382,14 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
 		Changes:    sink,
+		Schedules:  wake,
 		Log:        log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.sched = scheduler.New(scheduler.Config{Store: d.store, Target: d.sup, Log: log})
+	wake.s = d.sched
 	// Whatever a previous daemon left running or mounted goes before anything starts.
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
@@ -432,6 +438,12 @@ func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.Session
 	return err
 }
 
+// scheduleWaker tells the scheduler about new schedules (set once the
+// scheduler exists, before Serve).
+type scheduleWaker struct{ s *scheduler.Scheduler }
+
+func (w *scheduleWaker) Changed() { w.s.Changed() }
+
 func (d *Daemon) close() {
 	if d.audit != nil {
 		if d.store != nil {
@@ -464,6 +476,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	// but the last AnchorInterval's worth).
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
+	// Schedules fire from now on; missed ones fire once, marked late.
+	schedCtx, stopSched := context.WithCancel(ctx)
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- d.sched.Run(schedCtx) }()
 	var anchored uint64
 	for running := true; running; {
 		select {
@@ -483,6 +499,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	adm.Close()
+	stopSched()
+	<-schedDone
 	err = d.sup.Close(stopCtx)
 	// runsc bind-mounts an empty network namespace into its state root and
 	// never unmounts it; with every sandbox gone, this daemon does.

@@ -44,8 +44,9 @@ type Loop struct {
 type Resume struct {
 	Handled     uint64 // last inbox row recorded as handled
 	OutboxTaken uint64 // last outbox row the daemon took
-	// State is the inbox row holding the session's State; it is handed to
-	// the handler first, before any row after Handled.
+	// State is the first of the rows the daemon writes at every start: the
+	// current profile, then the session's State. They are handed to the
+	// handler first, before any row after Handled.
 	State uint64
 }
 
@@ -75,7 +76,7 @@ func (l *Loop) run(ctx context.Context) error {
 	if l.Resume.State > cursor {
 		// The handler learns its memory, notes, schedules and history before
 		// it answers anything; it meets the row again in order and skips it.
-		rows, err := l.readExact(ctx, l.Resume.State)
+		rows, err := l.readStart(ctx, l.Resume.State)
 		if err != nil {
 			return err
 		}
@@ -161,15 +162,18 @@ func (l *Loop) read(ctx context.Context, cursor uint64) ([]queuedb.Row, error) {
 	}
 }
 
-// readExact reads the one row seq under a lease.
-func (l *Loop) readExact(ctx context.Context, seq uint64) ([]queuedb.Row, error) {
+// readStart reads the start rows from seq (under a lease): up to and
+// including the first State row, at most a few.
+func (l *Loop) readStart(ctx context.Context, seq uint64) ([]queuedb.Row, error) {
 	for {
 		rows, err := l.read(ctx, seq-1)
 		if err != nil {
 			return nil, err
 		}
-		if len(rows) > 0 {
-			return rows[:1], nil
+		for i, r := range rows {
+			if r.Header.Kind == wire.KindState || i == 3 {
+				return rows[:i+1], nil
+			}
 		}
 	}
 }

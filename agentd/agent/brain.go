@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -56,6 +57,7 @@ type Brain struct {
 	NumPredict int
 
 	profile       profile.Profile
+	version       uint64 // of profile
 	hasProfile    bool
 	state         *tools.State
 	stateSeq      uint64
@@ -71,14 +73,17 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 		seq := r.Header.Seq
 		switch body := r.Body.(type) {
 		case wire.ProfileUpdate:
+			if b.hasProfile && body.Version <= b.version {
+				continue // the daemon hands the current one again at every start
+			}
 			p, err := profile.Parse([]byte(body.Canonical))
 			if err != nil {
 				// The daemon wrote it; refusing to run on would crash-loop
 				// the session. Keep the last good profile and say so.
-				b.Log.Error("profile update does not parse; keeping the previous one", "version", body.Version, "err", err)
+				b.Log.Error("the new profile does not parse; keeping the previous one", "version", body.Version, "err", err)
 				continue
 			}
-			b.profile, b.hasProfile = p, true
+			b.profile, b.version, b.hasProfile = p, body.Version, true
 		case wire.State:
 			if seq <= b.stateSeq {
 				continue // already loaded at start
@@ -93,7 +98,7 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 		case wire.Fired:
 			if sc, ok := b.state.Schedules[body.ID]; ok {
 				if sc.Every > 0 {
-					sc.At = nextAt(sc, b.Now())
+					sc.At = sc.Next(b.Now().Unix())
 					b.state.Schedules[body.ID] = sc
 				} else {
 					delete(b.state.Schedules, body.ID)
@@ -111,16 +116,6 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 		}
 	}
 	return out, nil
-}
-
-// nextAt is the first firing of a recurring schedule after now (the daemon
-// computes the same).
-func nextAt(s wire.Schedule, now time.Time) int64 {
-	at := s.At
-	if n := now.Unix(); at <= n {
-		at += ((n-at)/s.Every + 1) * s.Every
-	}
-	return at
 }
 
 func (b *Brain) defaults() {
@@ -170,7 +165,12 @@ func (b *Brain) turn(ctx context.Context, seq uint64, text string) []wire.Body {
 		}
 		return append(out, wire.Reply{Text: s, InReplyTo: seq})
 	}
-	prior := b.history
+	// Earlier turns only: a State row may already hold this message (it was
+	// written before the sandbox started and handled after).
+	prior := slices.Clone(b.history)
+	for len(prior) > 0 && prior[len(prior)-1].Seq >= seq {
+		prior = prior[:len(prior)-1]
+	}
 	b.remember(wire.Turn{Seq: seq, Role: wire.TurnUser, Text: text})
 	if !b.hasProfile {
 		return reply("I have not received my configuration from the daemon yet, so I cannot answer. This is a fault: the owner can look at `ironclaw status`.")

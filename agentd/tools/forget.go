@@ -21,7 +21,7 @@ func init() {
 			if err := decode(args, &a); err != nil {
 				return "", err
 			}
-			op := wire.MemoryOp{Op: wire.OpDelete, Key: a.Key}
+			op := wire.MemoryOp{Op: wire.OpRemove, Key: a.Key}
 			if _, err := wire.Encode(op); err != nil {
 				return "", err
 			}

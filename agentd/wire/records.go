@@ -64,6 +64,20 @@ type Schedule struct {
 	Text  string `json:"text"`
 }
 
+// Next is the first firing of a recurring schedule after now (unix
+// seconds), skipping those missed; the agent and the daemon's scheduler
+// both use it. A one-off schedule has none (0).
+func (s Schedule) Next(now int64) int64 {
+	if s.Every <= 0 {
+		return 0
+	}
+	at := s.At
+	if at <= now {
+		at += ((now-at)/s.Every + 1) * s.Every
+	}
+	return at
+}
+
 // Turn is one entry of the history the daemon recorded: a user message (or
 // schedule firing) it wrote, or a reply it accepted and delivered. Seq is the
 // inbox row that carried it, so a reader can merge a State row with the rows
@@ -110,7 +124,7 @@ type Fired struct {
 // Operations on memory, notes and schedules.
 const (
 	OpSet    = "set"    // memory: set Key to Text
-	OpDelete = "delete" // memory, notes: delete Key/Name
+	OpRemove = "remove" // memory, notes: remove Key/Name
 	OpWrite  = "write"  // notes: write Name with Text
 	OpAdd    = "add"    // schedules: add a schedule
 	OpCancel = "cancel" // schedules: cancel ID
@@ -250,26 +264,26 @@ func (m MemoryOp) validate() error {
 	switch m.Op {
 	case OpSet:
 		return Memory{Key: m.Key, Text: m.Text}.check()
-	case OpDelete:
+	case OpRemove:
 		if m.Text != "" {
-			return fmt.Errorf("wire: a memory delete carries no text")
+			return fmt.Errorf("wire: a memory removal carries no text")
 		}
 		return CheckName("memory key", m.Key)
 	}
-	return fmt.Errorf("wire: memory op %q is not set or delete", truncate(m.Op, 20))
+	return fmt.Errorf("wire: memory op %q is not set or remove", truncate(m.Op, 20))
 }
 
 func (n NoteOp) validate() error {
 	switch n.Op {
 	case OpWrite:
 		return Note{Name: n.Name, Text: n.Text}.check()
-	case OpDelete:
+	case OpRemove:
 		if n.Text != "" {
-			return fmt.Errorf("wire: a note delete carries no text")
+			return fmt.Errorf("wire: a note removal carries no text")
 		}
 		return CheckName("note name", n.Name)
 	}
-	return fmt.Errorf("wire: note op %q is not write or delete", truncate(n.Op, 20))
+	return fmt.Errorf("wire: note op %q is not write or remove", truncate(n.Op, 20))
 }
 
 func (s ScheduleOp) validate() error {

@@ -189,6 +189,9 @@ func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
 	return seq, nil
 }
 
+// InboxHead is the last inbox seq written.
+func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
+
 // InboxRows reads back the verified inbox rows after seq after (the daemon's
 // own writes; for a channel recovering an interrupted hand-off).
 func (w *Wall) InboxRows(after uint64) ([]queue.Row, error) { return w.inbox.Read(after) }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 )
@@ -56,9 +55,8 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 	if err != nil {
 		return err
 	}
-	hs := (&wire.Handshake{Session: c.id, Key: *c.key}).Marshal()
-	defer clear(hs)
-	plan, err := s.SandboxPlan(c.id, p, hs)
+	// The handshake is made in startPlan, once the outbox is collected.
+	plan, err := s.SandboxPlan(c.id, p, nil)
 	if err != nil {
 		return err
 	}
@@ -104,6 +102,13 @@ func (s *Supervisor) startPlan(ctx context.Context, c *conv, plan Plan) (box *sa
 	if _, err := c.wall.Collect(ctx); err != nil && !errors.Is(err, queue.ErrHotJournal) {
 		return nil, err
 	}
+	// Everything the agent wrote is applied: hand it the record.
+	hs, err := s.resume(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(hs)
+	plan.Spec.Stdin = hs
 	return s.cfg.Runsc.Start(ctx, plan.Spec)
 }
 

@@ -120,7 +120,10 @@ type Config struct {
 	// Changes receives agents' change requests (the gateway). Nil refuses
 	// them all, audited.
 	Changes ChangeSink
-	Log     *slog.Logger
+	// Schedules is told when an agent adds a schedule (the scheduler). Nil:
+	// nobody is told.
+	Schedules ScheduleWaker
+	Log       *slog.Logger
 }
 
 // withDefaults fills the zero fields that have a default.
@@ -298,6 +301,9 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 		return c.id, 0, err
 	}
 	c.noteInbox(seq)
+	if err := s.recordUser(ctx, c, seq, text); err != nil {
+		return c.id, seq, err
+	}
 	if err := s.ensureSandbox(ctx, c, false); err != nil {
 		return c.id, seq, err
 	}
@@ -389,6 +395,12 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 		c.wall.Close()
 		clear(key[:])
 		return nil, err
+	}
+	// Resume the lifecycle's view from the record: what was written, and
+	// what the agent last said it handled.
+	c.inboxHead.Store(c.wall.InboxHead())
+	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, CursorInboxHandled); err == nil {
+		c.progress.Store(min(handled, c.wall.InboxHead()))
 	}
 	s.running[sess.ID] = c
 	return c, nil
@@ -486,6 +498,11 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// after that loses nothing: the channel finds the intent (Undelivered)
 	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
+	// Record operations and progress are idempotent: applied before the
+	// cursor moves, so a failure offers them again (records.go).
+	if err := s.applyRecords(ctx, c, rows); err != nil {
+		return err
+	}
 	var taken []store.TakenReply
 	for _, r := range rows {
 		if b, ok := r.Body.(wire.Reply); ok {
@@ -516,6 +533,10 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	}
 	if p, ok := cursors[store.CursorInboxConsumed]; ok {
 		s.compactInbox(ctx, c, p)
+	}
+	s.refusedTools(c, rows)
+	if err := s.echoReplies(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
