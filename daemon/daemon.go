@@ -358,9 +358,10 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
 		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
-		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
-		Changes:    sink,
-		Log:        log,
+		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
+		MaxSessions: int(cfg.Limits.MaxSessions), CopyBudgetMiB: cfg.Limits.OutboxCopyBudgetMiB,
+		Changes: sink,
+		Log:     log,
 	})
 	if err != nil {
 		return nil, err
