@@ -286,3 +286,17 @@ func TestCopyIsDefensive(t *testing.T) {
 		t.Fatal("the schema of the copy could be rewritten: defensive mode is off")
 	}
 }
+
+// Bytes past the last page (a file grown by hand) are refused.
+func TestTrailingBytesRefused(t *testing.T) {
+	s := newSession(t)
+	writeOutbox(t, s, 2)
+	f, err := os.OpenFile(s.outboxPath(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 4093))
+	f.Close()
+	_, err = s.reader().Snapshot(0, 0)
+	wantClass(t, err, RefusedTrailing)
+}

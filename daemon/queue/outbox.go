@@ -77,6 +77,7 @@ const (
 	RefusedBadRow      = "bad row"
 	RefusedTooMany     = "too many pending rows"
 	RefusedFreePages   = "mostly free pages"
+	RefusedTrailing    = "bytes past its last page"
 	RefusedSlow        = "query deadline"
 	RefusedPanic       = "decoder panic"
 )
@@ -265,6 +266,11 @@ func (s *Snapshot) check(after uint64) error {
 	s.last = uint64(maxSeq)
 	if uint64(maxSeq) > after && uint64(maxSeq)-after > MaxPendingRows {
 		return hostile(RefusedTooMany, "%d rows past %d, at most %d", uint64(maxSeq)-after, after, MaxPendingRows)
+	}
+	// SQLite's files are exactly their pages: anything past the last page
+	// (or a file that is not a whole number of them) was put there by hand.
+	if pages*pageSize != s.copied {
+		return hostile(RefusedTrailing, "%d bytes for %d pages of %d", s.copied, pages, pageSize)
 	}
 	if fb := free * pageSize; fb > MaxFreeBytes && free*4 > pages*3 {
 		return hostile(RefusedFreePages, "%d of %d pages are free (%d bytes)", free, pages, fb)
