@@ -36,7 +36,7 @@ var shapes = []struct {
 	{"grow", []string{queue.RefusedChanged, queue.RefusedTrailing}},
 	{"rows", []string{queue.RefusedTooMany}},
 	{"hugerow", []string{queue.RefusedBadRow}},
-	{"slowschema", []string{queue.RefusedSlow}},
+	{"slowschema", []string{queue.RefusedSchema}}, // refused from the raw file, unparsed
 	{"panic", []string{queue.RefusedPanic}},
 }
 
