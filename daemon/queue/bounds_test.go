@@ -166,11 +166,11 @@ func writeOutboxBulk(t testing.TB, s session, n int) {
 	}
 }
 
-// A schema SQLite would be slow to load (100,000 entries written straight
+// A schema SQLite would be slow to load (5,000 entries written straight
 // into sqlite_schema) is refused from the raw file, before SQLite parses it.
 func TestHugeSchemaRefusedBeforeParsing(t *testing.T) {
 	s := newSession(t)
-	execSQL(t, s.outboxPath(), "SELECT 1; PRAGMA writable_schema=ON; INSERT INTO sqlite_schema SELECT 'table', 't'||x, 't'||x, 2, 'CREATE TABLE t'||x||' (a, b, c, d, e, f, g, h)' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) SELECT x FROM c);")
+	execSQL(t, s.outboxPath(), "SELECT 1; PRAGMA writable_schema=ON; INSERT INTO sqlite_schema SELECT 'table', 't'||x, 't'||x, 2, 'CREATE TABLE t'||x||' (a, b, c, d, e, f, g, h)' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 5000) SELECT x FROM c);")
 	start := time.Now()
 	_, err := s.reader().Snapshot(0, 0)
 	wantClass(t, err, RefusedSchema)
@@ -205,7 +205,6 @@ func TestSlowQueryHitsDeadline(t *testing.T) {
 		t.Fatalf("took %v", d)
 	}
 }
-
 
 // A panic while decoding a row fails that read as hostile, and the next
 // session's read is unaffected.
