@@ -380,10 +380,11 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		ModelUpstream: cfg.Model.OllamaURL,
 		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
-		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
-		Changes:    sink,
-		Schedules:  wake,
-		Log:        log,
+		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
+		MaxSessions: int(cfg.Limits.MaxSessions), CopyBudgetMiB: cfg.Limits.OutboxCopyBudgetMiB,
+		Changes:   sink,
+		Schedules: wake,
+		Log:       log,
 	})
 	if err != nil {
 		return nil, err

@@ -171,6 +171,11 @@ type Limits struct {
 	// MaxOutboxInodes caps one session's outbox filesystem inodes.
 	// Default: 65536.
 	MaxOutboxInodes int64 `toml:"max_outbox_inodes"`
+	// OutboxCopyBudgetMiB is the memory all sessions' outbox reads share at
+	// once: a read waits for its share (twice the file's size), and an
+	// outbox larger than half of it is refused as hostile.
+	// Default: 128.
+	OutboxCopyBudgetMiB int64 `toml:"outbox_copy_budget_mib"`
 	// MaxTokensPerDay caps the model tokens one session may use per day.
 	// Default: 2000000.
 	MaxTokensPerDay int64 `toml:"max_tokens_per_day"`
@@ -211,6 +216,7 @@ func Default() Config {
 			MaxTmpMiB:           256,
 			MaxOutboxMiB:        1024,
 			MaxOutboxInodes:     65536,
+			OutboxCopyBudgetMiB: 128,
 			MaxTokensPerDay:     2_000_000,
 			MaxCallsPerMinute:   120,
 		},

@@ -217,6 +217,8 @@ func (v *validator) limits(l Limits) {
 		{"limits.max_tmp_mib", l.MaxTmpMiB, def.TmpMiB},
 		{"limits.max_outbox_mib", l.MaxOutboxMiB, def.OutboxMiB},
 		{"limits.max_outbox_inodes", l.MaxOutboxInodes, def.OutboxInodes},
+		// Twice the default profile's outbox: an honest full one must fit.
+		{"limits.outbox_copy_budget_mib", l.OutboxCopyBudgetMiB, 2 * def.OutboxMiB},
 		{"limits.max_tokens_per_day", l.MaxTokensPerDay, def.TokensPerDay},
 		{"limits.max_calls_per_minute", l.MaxCallsPerMinute, def.CallsPerMinute},
 	} {
