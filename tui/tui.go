@@ -18,6 +18,7 @@ import (
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/tui/common"
 	"github.com/ironclaw/ironclaw/tui/components"
@@ -230,6 +231,12 @@ func (m *Model) Render() string {
 	} else {
 		helpView = m.help.ShortHelpView(m.keys().ShortHelp())
 	}
+	// Help never widens the frame (bubbles' help may overrun a narrow one).
+	hl := strings.Split(helpView, "\n")
+	for i := range hl {
+		hl[i] = ansi.Truncate(hl[i], c.Width, "…")
+	}
+	helpView = strings.Join(hl, "\n")
 	statusLine := ""
 	if m.status.Text != "" {
 		st := s.OK

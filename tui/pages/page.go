@@ -6,8 +6,8 @@
 package pages
 
 import (
-	tea "charm.land/bubbletea/v2"
 	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
 	"github.com/ironclaw/ironclaw/daemon/api"
 )
 
