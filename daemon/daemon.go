@@ -28,6 +28,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/matrix"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
@@ -226,6 +227,7 @@ type Daemon struct {
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
+	matrix *matrix.Channel // nil when the config has no [matrix]
 
 	installed        string       // digest of the installed agent binary
 	pinMu            sync.Mutex   // serialises PinInstalledAgent
@@ -374,6 +376,9 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		return nil, err
 	}
 	sink.gw = d.gw
+	if err := d.openMatrix(ctx); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -435,6 +440,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	// Keep the audit anchor close behind the log's head, so that cutting
 	// entries off the end after a crash is caught by `audit verify` (all
 	// but the last AnchorInterval's worth).
+	var matrixDone chan error
+	mctx, stopMatrix := context.WithCancel(ctx)
+	defer stopMatrix()
+	if d.matrix != nil {
+		matrixDone = make(chan error, 1)
+		go func() { matrixDone <- d.matrix.Run(mctx) }()
+	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
 	var anchored uint64
@@ -442,6 +454,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			running = false
+		case merr := <-matrixDone:
+			// A revoked token stops the channel, not the daemon.
+			d.log.Error("the Matrix channel stopped; other channels keep running", "err", merr)
+			matrixDone = nil
+			d.matrix.Close()
 		case <-tick.C:
 			if seq, _ := d.audit.Head(); seq != anchored {
 				if err := anchor(ctx, d.store, d.audit); err != nil {
@@ -456,6 +473,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	adm.Close()
+	if matrixDone != nil {
+		// The channel stops before the sessions it hands messages to.
+		stopMatrix()
+		if merr := <-matrixDone; merr != nil {
+			d.log.Error("the Matrix channel stopped", "err", merr)
+		}
+		d.matrix.Close()
+	}
 	err = d.sup.Close(stopCtx)
 	// runsc bind-mounts an empty network namespace into its state root and
 	// never unmounts it; with every sandbox gone, this daemon does.
