@@ -28,6 +28,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/matrix"
 	"github.com/ironclaw/ironclaw/daemon/operator"
 	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
@@ -239,6 +240,7 @@ type Daemon struct {
 	gw     *gateway.Gateway
 	sched  *scheduler.Scheduler
 	ops    *operator.Service
+	matrix *matrix.Channel // nil when the config has no [matrix]
 
 	installed        string       // digest of the installed agent binary
 	pinMu            sync.Mutex   // serialises PinInstalledAgent
@@ -403,6 +405,9 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if d.ops, err = d.operatorService(sink.hub); err != nil {
 		return nil, err
 	}
+	if err := d.openMatrix(ctx); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -475,6 +480,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	// Keep the audit anchor close behind the log's head, so that cutting
 	// entries off the end after a crash is caught by `audit verify` (all
 	// but the last AnchorInterval's worth).
+	var matrixDone chan error
+	mctx, stopMatrix := context.WithCancel(ctx)
+	defer stopMatrix()
+	if d.matrix != nil {
+		matrixDone = make(chan error, 1)
+		go func() { matrixDone <- d.matrix.Run(mctx) }()
+	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
 	// Schedules fire from now on; missed ones fire once, marked late.
@@ -486,6 +498,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			running = false
+		case merr := <-matrixDone:
+			// A revoked token stops the channel, not the daemon.
+			d.log.Error("the Matrix channel stopped; other channels keep running", "err", merr)
+			matrixDone = nil
+			d.matrix.Close()
 		case <-tick.C:
 			if seq, _ := d.audit.Head(); seq != anchored {
 				if err := anchor(ctx, d.store, d.audit); err != nil {
@@ -500,6 +517,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	adm.Close()
+	if matrixDone != nil {
+		// The channel stops before the sessions it hands messages to.
+		stopMatrix()
+		if merr := <-matrixDone; merr != nil {
+			d.log.Error("the Matrix channel stopped", "err", merr)
+		}
+		d.matrix.Close()
+	}
 	stopSched()
 	<-schedDone
 	err = d.sup.Close(stopCtx)

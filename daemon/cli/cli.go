@@ -67,6 +67,7 @@ type CLI struct {
 	Agent    AgentCmd    `cmd:"" help:"Which agent binary new sessions run."`
 	Audit    AuditCmd    `cmd:"" help:"Inspect the audit log."`
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
+	Matrix   MatrixCmd   `cmd:"" help:"The Matrix channel: log the bot in."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
 	Doctor  DoctorCmd  `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
