@@ -45,6 +45,7 @@ type evilConfig struct {
 	CanaryPID    int      `json:"canary_pid"`
 	HostPaths    []string `json:"host_paths"`
 	OtherSession string   `json:"other_session"`
+	HostRoot     string   `json:"host_root"`
 }
 
 // expected says, for each attack (by name or name prefix), which errors prove it was stopped
@@ -199,6 +200,7 @@ func TestContainment(t *testing.T) {
 			filepath.Join(d.cfg.RuntimeDir, "s", aID.String()+".sock"),
 		},
 		OtherSession: bID.String(),
+		HostRoot:     d.dir,
 	}
 	order, _ := json.Marshal(cfg)
 	_, attackSeq := d.send("evil", "attack:"+string(order))

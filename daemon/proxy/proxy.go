@@ -345,6 +345,16 @@ type callResult struct {
 	chunks        int64
 	bytes         int64
 	tokensCharged int64
+	wroteHeader   bool // the agent has a 200 header: failures go as an error line
+}
+
+// fail records a failed answer; status is what the agent gets if no header
+// went out yet (after one, it gets an error line under the 200).
+func (r *callResult) fail(outcome string, status int) {
+	r.outcome = outcome
+	if !r.wroteHeader {
+		r.status = status
+	}
 }
 
 // forward makes the upstream call and streams its answer to the agent.
@@ -371,23 +381,40 @@ func (p *Proxy) forward(w http.ResponseWriter, rc *http.ResponseController, ctx 
 		p.cfg.Log.Error("audit write failed; the model's answer is withheld", "session", p.cfg.Session, "err", err)
 		final, errMsg = nil, "ironclaw proxy: the call could not be audited, so its answer is withheld: tell the operator"
 	}
-	if res.status != http.StatusOK {
-		writeError(w, res.status, errMsg)
-		return
-	}
 	_ = rc.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
-	if final != nil {
+	switch {
+	case final != nil:
+		if !res.wroteHeader {
+			startAnswer(w, up.Stream)
+		}
 		w.Write(final)
-	} else if errMsg != "" {
-		w.Write(errorLine(errMsg))
+	case res.wroteHeader:
+		if errMsg != "" {
+			w.Write(errorLine(errMsg))
+		}
+	default:
+		status := res.status
+		if status == http.StatusOK {
+			status = http.StatusInternalServerError
+		}
+		writeError(w, status, errMsg)
 	}
 	_ = rc.Flush()
 }
 
+func startAnswer(w http.ResponseWriter, stream bool) {
+	if stream {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+	} else {
+		w.Header().Set("Content-Type", "application/json")
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
 // exchange sends up and copies the answer's lines to w, all but the final
 // one, which it returns so that the caller sends it only once the call is
-// audited. Once it has written a 200 header it reports a failure as an
-// error line to send (errMsg); before that, as res.status and errMsg.
+// audited. A failure comes back as errMsg, sent as an error line once a
+// 200 header is out (res.wroteHeader), else with res.status.
 func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, rc *http.ResponseController, up *upstreamRequest, res *callResult) (final []byte, errMsg string) {
 	buf, err := json.Marshal(up)
 	if err != nil {
@@ -431,12 +458,6 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 		return nil, "ollama: " + truncate(e.Error, 256)
 	}
 	res.status, res.outcome = http.StatusOK, "done"
-	if up.Stream {
-		w.Header().Set("Content-Type", "application/x-ndjson")
-	} else {
-		w.Header().Set("Content-Type", "application/json")
-	}
-	w.WriteHeader(http.StatusOK)
 	idle := time.AfterFunc(p.lim.IdleTimeout, cancel)
 	defer idle.Stop()
 	br := bufio.NewReaderSize(resp.Body, 64<<10)
@@ -446,17 +467,17 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 		if len(bytes.TrimSpace(line)) > 0 {
 			res.bytes += int64(len(line)) + 1
 			if res.bytes > p.lim.MaxResponse {
-				res.outcome = "too large"
+				res.fail("too large", wire.ModelStatusTooLarge)
 				p.refuseQuiet(RefusedResponse)
 				return nil, fmt.Sprintf("%s: over %d bytes", wire.ModelErrTooLarge, p.lim.MaxResponse)
 			}
 			var m lineMeta
 			if err := json.Unmarshal(line, &m); err != nil {
-				res.outcome = "malformed answer"
+				res.fail("malformed answer", http.StatusBadGateway)
 				return nil, "ironclaw proxy: the model server sent a malformed line"
 			}
 			if m.Error != "" {
-				res.outcome = "upstream error"
+				res.fail("upstream error", http.StatusBadGateway)
 				return nil, "ollama: " + truncate(m.Error, 256)
 			}
 			res.chunks++
@@ -465,6 +486,10 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 				return append(line, '\n'), ""
 			}
 			_ = rc.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
+			if !res.wroteHeader {
+				startAnswer(w, up.Stream)
+				res.wroteHeader = true
+			}
 			if _, werr := w.Write(append(line, '\n')); werr != nil {
 				res.outcome = "agent hung up"
 				return nil, ""
@@ -477,16 +502,16 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 		switch {
 		case err == nil:
 		case errors.Is(err, errLineTooLong):
-			res.outcome = "too large"
+			res.fail("too large", wire.ModelStatusTooLarge)
 			p.refuseQuiet(RefusedResponse)
 			return nil, fmt.Sprintf("%s: a line over %d bytes", wire.ModelErrTooLarge, p.lim.MaxLine)
 		case errors.Is(err, io.EOF):
-			res.outcome = "cut short"
+			res.fail("cut short", http.StatusBadGateway)
 			return nil, "ironclaw proxy: the model server ended the answer early"
 		default:
-			res.outcome = "broken"
+			res.fail("broken", http.StatusBadGateway)
 			if ctx.Err() != nil {
-				res.outcome = "timeout"
+				res.fail("timeout", http.StatusGatewayTimeout)
 			}
 			return nil, "ironclaw proxy: the model's answer stopped (" + res.outcome + ")"
 		}

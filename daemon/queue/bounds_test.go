@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,16 +166,40 @@ func writeOutboxBulk(t testing.TB, s session, n int) {
 	}
 }
 
-// A schema SQLite is slow to load is interrupted at the query deadline.
-func TestSlowSchemaHitsDeadline(t *testing.T) {
+// A schema SQLite would be slow to load (5,000 entries written straight
+// into sqlite_schema) is refused from the raw file, before SQLite parses it.
+func TestHugeSchemaRefusedBeforeParsing(t *testing.T) {
 	s := newSession(t)
-	// Schema entries written straight into sqlite_schema (as a hostile agent
-	// can): SQLite parses every one of them before it runs any query.
-	execSQL(t, s.outboxPath(), "SELECT 1; PRAGMA writable_schema=ON; INSERT INTO sqlite_schema SELECT 'table', 't'||x, 't'||x, 2, 'CREATE TABLE t'||x||' (a, b, c, d, e, f, g, h)' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) SELECT x FROM c);")
-	r := s.reader()
-	r.QueryTimeout = time.Millisecond
+	execSQL(t, s.outboxPath(), "SELECT 1; PRAGMA writable_schema=ON; INSERT INTO sqlite_schema SELECT 'table', 't'||x, 't'||x, 2, 'CREATE TABLE t'||x||' (a, b, c, d, e, f, g, h)' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 5000) SELECT x FROM c);")
 	start := time.Now()
-	_, err := r.Snapshot(0, 0)
+	_, err := s.reader().Snapshot(0, 0)
+	wantClass(t, err, RefusedSchema)
+	if !strings.Contains(err.Error(), "page 1") {
+		t.Fatalf("refused by a later check: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("took %v", d)
+	}
+}
+
+// A query that runs past the deadline is interrupted and refuses the outbox.
+func TestSlowQueryHitsDeadline(t *testing.T) {
+	s := newSession(t)
+	writeOutbox(t, s, 1)
+	data, err := os.ReadFile(s.outboxPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := openPrivate(data, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	snap := &Snapshot{conn: conn, timeout: 50 * time.Millisecond}
+	start := time.Now()
+	err = snap.deadline("counting", func() error {
+		return sqlitex.ExecuteTransient(conn, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c", nil)
+	})
 	wantClass(t, err, RefusedSlow)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %v", d)
@@ -285,4 +310,18 @@ func TestCopyIsDefensive(t *testing.T) {
 	if err == nil {
 		t.Fatal("the schema of the copy could be rewritten: defensive mode is off")
 	}
+}
+
+// Bytes past the last page (a file grown by hand) are refused.
+func TestTrailingBytesRefused(t *testing.T) {
+	s := newSession(t)
+	writeOutbox(t, s, 2)
+	f, err := os.OpenFile(s.outboxPath(), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 4093))
+	f.Close()
+	_, err = s.reader().Snapshot(0, 0)
+	wantClass(t, err, RefusedTrailing)
 }

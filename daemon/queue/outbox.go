@@ -2,11 +2,13 @@ package queue
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,6 +79,7 @@ const (
 	RefusedBadRow      = "bad row"
 	RefusedTooMany     = "too many pending rows"
 	RefusedFreePages   = "mostly free pages"
+	RefusedTrailing    = "bytes past its last page"
 	RefusedSlow        = "query deadline"
 	RefusedPanic       = "decoder panic"
 )
@@ -266,6 +269,11 @@ func (s *Snapshot) check(after uint64) error {
 	if uint64(maxSeq) > after && uint64(maxSeq)-after > MaxPendingRows {
 		return hostile(RefusedTooMany, "%d rows past %d, at most %d", uint64(maxSeq)-after, after, MaxPendingRows)
 	}
+	// SQLite's files are exactly their pages: anything past the last page
+	// (or a file that is not a whole number of them) was put there by hand.
+	if pages*pageSize != s.copied {
+		return hostile(RefusedTrailing, "%d bytes for %d pages of %d", s.copied, pages, pageSize)
+	}
 	if fb := free * pageSize; fb > MaxFreeBytes && free*4 > pages*3 {
 		return hostile(RefusedFreePages, "%d of %d pages are free (%d bytes)", free, pages, fb)
 	}
@@ -448,12 +456,33 @@ func (r *OutboxReader) limit(fd int) (int64, error) {
 	return limit, nil
 }
 
+// checkHeader looks at the raw file before SQLite parses a byte of it: a
+// SQLite file whose schema is one entry on page 1. Our schema (the rows
+// table) always fits there, so a schema spread over more pages or entries —
+// the way to make SQLite's schema load slow, and memory-hungry — is refused
+// without parsing it.
+func checkHeader(data []byte) error {
+	const magic = "SQLite format 3\x00"
+	if len(data) < 512 || string(data[:16]) != magic {
+		return hostile(RefusedNotDatabase, "no SQLite header")
+	}
+	// Page 1's b-tree header follows the 100-byte file header: a leaf table
+	// page (0x0d) with exactly one cell.
+	if kind, cells := data[100], binary.BigEndian.Uint16(data[103:105]); kind != 0x0d || cells != 1 {
+		return hostile(RefusedSchema, "page 1 is b-tree page type %#x with %d cells, want one schema entry on a leaf", kind, cells)
+	}
+	return nil
+}
+
+// schemaMu serialises openPrivate's schema loads (see there).
+var schemaMu sync.Mutex
+
 // openPrivate opens a copy of a hostile database in memory with every
 // defence SQLite offers, and checks its schema is exactly ours, all under the
 // query deadline.
 func openPrivate(data []byte, timeout time.Duration) (*sqlite.Conn, error) {
-	if len(data) == 0 {
-		return nil, hostile(RefusedNotDatabase, "empty file")
+	if err := checkHeader(data); err != nil {
+		return nil, err
 	}
 	conn, err := sqlite.OpenConn(":memory:", sqlite.OpenReadWrite|sqlite.OpenMemory|sqlite.OpenNoMutex)
 	if err != nil {
@@ -465,6 +494,14 @@ func openPrivate(data []byte, timeout time.Duration) (*sqlite.Conn, error) {
 			conn.Close()
 		}
 	}()
+	// One schema load at a time across the daemon: measured, modernc's
+	// SQLite corrupts its heap when several connections load large crafted
+	// schemas at once (concurrent honest reads are fine). Each load is
+	// bounded by the query deadline, and a session whose schema is refused
+	// is failed, so one hostile agent delays others' reads by at most one
+	// deadline, once.
+	schemaMu.Lock()
+	defer schemaMu.Unlock()
 	if err := harden(conn); err != nil {
 		return nil, err
 	}

@@ -181,7 +181,13 @@ func Open(cfg Config) (*Wall, error) {
 
 // Send appends bodies to the inbox in one transaction and rings the doorbell.
 func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
-	seq, err := w.inbox.Append(ctx, bodies...)
+	return w.SendChecked(ctx, nil, bodies...)
+}
+
+// SendChecked is Send with check run just before the commit (see
+// queue.Check): the supervisor audits a message there.
+func (w *Wall) SendChecked(ctx context.Context, check queue.Check, bodies ...wire.Body) (uint64, error) {
+	seq, err := w.inbox.AppendChecked(ctx, check, bodies...)
 	if err != nil {
 		return 0, err
 	}

@@ -304,3 +304,19 @@ func (s *Store) MatrixNoticed(ctx context.Context, id ChangeID) (bool, error) {
 	})
 	return found, err
 }
+
+// MatrixLastHanded returns the inbox sequence the last event handed on from
+// room got (0 if none): where to look for an interrupted hand-off.
+func (s *Store) MatrixLastHanded(ctx context.Context, room string) (uint64, error) {
+	var v int64
+	err := s.readTx(ctx, func(c *sqlite.Conn) error {
+		return sqlitex.Execute(c, "SELECT coalesce(max(after), 0) FROM matrix_inbound WHERE room_id = ? AND state = 'done'", &sqlitex.ExecOptions{
+			Args:       []any{room},
+			ResultFunc: func(st *sqlite.Stmt) error { v = st.ColumnInt64(0); return nil },
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: reading the last Matrix hand-off of %s: %w", room, err)
+	}
+	return uint64(v), nil
+}

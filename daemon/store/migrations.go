@@ -165,7 +165,27 @@ CREATE TABLE matrix_notices (
 	created   INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 `,
-	// 4: what the agent keeps (memory, notes, schedules) and the history the
+	// 4: daemon keys wrapped by the master key, and the key epoch, so that
+	// the master key can rotate in one transaction (daemon/rotate).
+	`
+-- The store's content key and the audit MAC key, each wrapped by the
+-- master key (keys.WrapDaemonKey). A rotation rewraps them with the
+-- session keys; the keys themselves never change, so sealed values and the
+-- audit chain stay valid.
+CREATE TABLE daemon_keys (
+	purpose TEXT PRIMARY KEY CHECK (length(purpose) BETWEEN 1 AND 128),
+	wrapped BLOB NOT NULL CHECK (length(wrapped) BETWEEN 1 AND 512)
+) STRICT, WITHOUT ROWID;
+
+-- Which rotation the wrapped keys belong to: set in the rotation's own
+-- transaction, so after a crash the journal's epoch says whether the new
+-- key (equal) or the old one (different) opens this store. Not secret.
+CREATE TABLE key_epoch (
+	id    INTEGER PRIMARY KEY CHECK (id = 1),
+	epoch TEXT    NOT NULL CHECK (length(epoch) <= 64)
+) STRICT;
+`,
+	// 5: what the agent keeps (memory, notes, schedules) and the history the
 	// model sees: the sandbox is disposable, the daemon is the record.
 	`
 -- One row per remembered fact, note or schedule. Sealed under the session's

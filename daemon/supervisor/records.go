@@ -18,10 +18,6 @@ import (
 // daemon writes a State row with all of it, and the handshake tells the
 // agent where to resume, so a lost outbox loses nothing.
 
-// CursorInboxHandled is the store cursor naming the last inbox row the
-// agent recorded as handled (from its Progress rows).
-const CursorInboxHandled = "inbox.handled"
-
 // applyRecords applies the record operations among rows, in one store
 // transaction, before the outbox cursor moves past them: each is
 // idempotent, so a failure leaves the rows to be offered again and nothing
@@ -65,29 +61,6 @@ func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row
 	}
 	if added && s.cfg.Schedules != nil {
 		s.cfg.Schedules.Changed()
-	}
-	return nil
-}
-
-// recordProgress keeps the agent's progress in the store, where a fresh
-// agent resumes from when its outbox was lost. It runs after the replies
-// were handed on (it is not on a turn's critical path); if it fails, a
-// lost outbox costs at most re-answering the rows since the last record.
-func (s *Supervisor) recordProgress(ctx context.Context, c *conv, rows []queue.Row) error {
-	var handled uint64
-	for _, r := range rows {
-		if b, ok := r.Body.(wire.Progress); ok {
-			handled = max(handled, min(b.Inbox, c.wall.InboxHead()))
-		}
-	}
-	if handled > 0 {
-		cur, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled)
-		if err != nil {
-			return err
-		}
-		if handled > cur {
-			return s.cfg.Store.SetCursor(ctx, c.id, CursorInboxHandled, handled)
-		}
 	}
 	return nil
 }
@@ -150,7 +123,7 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	handled, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled)
+	handled, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed)
 	if err != nil {
 		return nil, err
 	}

@@ -180,3 +180,7 @@ func writeHex(b *strings.Builder, prefix string, v uint32, width int) {
 	}
 	b.WriteString(h)
 }
+
+// Unsafe reports whether r would be escaped on one line (Line): the test
+// for encoders that escape in their own syntax, such as JSON's \uXXXX.
+func Unsafe(r rune) bool { return classify(r, singleLine) != 0 }

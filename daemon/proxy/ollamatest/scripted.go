@@ -247,6 +247,9 @@ func (s *Scripted) answer(w http.ResponseWriter, r *http.Request, req api.ChatRe
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush() // Ollama's header goes out before the first token
+	}
 	enc := json.NewEncoder(w)
 	for _, c := range rep.Chunks {
 		time.Sleep(rep.Delay)
