@@ -59,6 +59,8 @@ bench:
     .ci/install-runsc.sh {{bindir}}
     go test -tags goolm -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/ ./daemon/gateway/
     go test -run '^$' -bench DoorbellRoundTrip -benchtime 300x ./daemon/session/
+    .ci/install-ollama.sh {{ollama_bindir}}
+    IRONCLAW_TEST_OLLAMA={{ollama_bindir}}/ollama go test -run '^$' -bench . -benchtime 50x ./daemon/proxy/
     go test -run '^$' -bench 'ColdStart|SendToReplyCold|IdleMemory' -benchtime 20x ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
     IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/

@@ -30,6 +30,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/matrix"
 	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
@@ -378,9 +379,8 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
-		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
-		ModelUpstream: cfg.Model.OllamaURL,
-		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
+		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default, ModelUpstream: cfg.Model.OllamaURL,
+		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
 		MaxSessions: int(cfg.Limits.MaxSessions), CopyBudgetMiB: cfg.Limits.OutboxCopyBudgetMiB,
@@ -397,6 +397,12 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
 	}
+	// Say now what a first chat would otherwise discover. Not fatal: Ollama may start later.
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	if err := proxy.Preflight(pctx, proxy.NewUpstreamClient(proxy.Limits{}), cfg.Model.OllamaURL, cfg.Model.Default); err != nil {
+		log.Warn("the model is not ready", "err", err)
+	}
+	pcancel()
 	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, installed)})
 	if err != nil {
 		return nil, err
