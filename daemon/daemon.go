@@ -27,6 +27,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/store"
@@ -102,6 +103,12 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 		return fmt.Errorf("init: creating the state directory: %w", err)
 	}
 	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return err
+	}
+	if err := checkDirs(cfg); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	if cfg.Keys.Custody == config.CustodyKeyFile {
@@ -217,6 +224,20 @@ func anchor(ctx context.Context, st *store.Store, lg *audit.Log) error {
 	return st.SetAuditAnchor(ctx, seq, hash)
 }
 
+// checkDirs makes the runtime directory if missing and checks that it and
+// the state directory can be trusted (hostcheck.CheckDir).
+func checkDirs(cfg config.Config) error {
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
+		return fmt.Errorf("creating the runtime directory: %w", err)
+	}
+	for _, d := range []string{cfg.StateDir, cfg.RuntimeDir} {
+		if err := hostcheck.CheckDir(d, os.Geteuid()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Daemon is a running control plane.
 type Daemon struct {
 	cfg    config.Config
@@ -290,11 +311,18 @@ func replaceFile(path, content string) error {
 // and the agent binary. Any failure is fatal: no part of the daemon runs
 // half-configured.
 func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slog.Logger) (_ *Daemon, err error) {
+	// Before any secret is in memory: no core file, no reading our memory.
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, keys.CheckFileName)); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not initialised: run `ironclaw init` first", cfg.StateDir)
+	}
+	if err := checkDirs(cfg); err != nil {
+		return nil, err
 	}
 	master, err := keys.Load(keySource(cfg, passphrase))
 	if err != nil {

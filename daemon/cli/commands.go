@@ -15,6 +15,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/admin"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 )
 
 // InitCmd creates a state directory.
@@ -37,6 +38,10 @@ type ServeCmd struct{}
 
 // Run serves until the context ends (SIGTERM or SIGINT).
 func (ServeCmd) Run(ctx context.Context, g *Globals) error {
+	// Before a passphrase is read: no core file, no reading our memory.
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return err
+	}
 	cfg, pass, done, err := g.loadWithKey(false)
 	if err != nil {
 		return err
