@@ -248,9 +248,9 @@ type Daemon struct {
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
 
-	installed        string       // digest of the installed agent binary
-	pinMu            sync.Mutex   // serialises PinInstalledAgent
-	newSessionDigest atomic.Value // string: the agent digest new sessions pin
+	agent            *supervisor.InstalledAgent // the installed agent binary, hashed when asked
+	pinMu            sync.Mutex                 // serialises PinInstalledAgent
+	newSessionDigest atomic.Value               // string: the agent digest new sessions pin
 }
 
 // NewSessionDigest is the agent digest a new session's first profile pins.
@@ -263,21 +263,29 @@ func (d *Daemon) NewSessionDigest() string { return d.newSessionDigest.Load().(s
 func (d *Daemon) PinInstalledAgent(actor string) error {
 	d.pinMu.Lock()
 	defer d.pinMu.Unlock()
+	// The binary as it is now, not as it was at start: the owner may have
+	// replaced it since.
+	installed, err := d.agent.Hash()
+	if err != nil {
+		return err
+	}
 	old := d.NewSessionDigest()
-	if old == d.installed {
+	if old == installed {
 		return nil
 	}
 	subject := d.cfg.Sandbox.AgentBinary
 	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject,
-		Decision: "approved", Result: "requested " + old + " -> " + d.installed}); err != nil {
+		Decision: "approved", Result: "requested " + old + " -> " + installed}); err != nil {
 		return err
 	}
-	err := replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), d.installed+"\n")
+	err = replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), installed+"\n")
 	result := "pinned"
 	if err != nil {
 		result = "failed: " + err.Error()
 	} else {
-		d.newSessionDigest.Store(d.installed)
+		d.newSessionDigest.Store(installed)
+		// Software changes may now name the installed binary.
+		d.gw.SetHost(hostFacts(d.cfg, installed))
 	}
 	if _, aerr := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject, Result: result}); aerr != nil {
 		return errors.Join(err, aerr)
@@ -360,11 +368,11 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	// What is installed is what can run. A session runs it only if its
 	// profile names exactly this digest; anything else is a software change
 	// the owner approves per session (docs/sandbox.md, "Upgrading agentd").
-	installed, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary)
+	d.agent = &supervisor.InstalledAgent{Path: cfg.Sandbox.AgentBinary}
+	installed, err := d.agent.Hash()
 	if err != nil {
-		return nil, fmt.Errorf("the agent binary: %w (install it with `just setup`)", err)
+		return nil, fmt.Errorf("%w (install it with `just setup`)", err)
 	}
-	d.installed = installed
 	if installed != d.NewSessionDigest() {
 		log.Warn("the installed agent is not the one pinned for new sessions; sessions pinned to another binary will not start until a software change is approved",
 			"installed", installed, "pinned", d.NewSessionDigest(), "binary", cfg.Sandbox.AgentBinary)
@@ -383,7 +391,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
-		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
+		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, Installed: d.agent, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
 		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),

@@ -22,6 +22,10 @@ type StatusReply struct {
 	// one new sessions pin.
 	AgentInstalled string `json:"agent_installed"`
 	AgentPinned    string `json:"agent_pinned"`
+	// AuditFailures counts audit writes that failed since the start. An
+	// action whose audit fails fails too; a refusal has nothing left to
+	// fail, so this count is where such a failure shows.
+	AuditFailures uint64 `json:"audit_failures"`
 }
 
 // ChatRequest is POST /v1/chat: one message to the local console session.
@@ -45,8 +49,14 @@ func (d *Daemon) routes(mux *http.ServeMux) {
 			admin.Fail(w, http.StatusInternalServerError, err)
 			return
 		}
+		// Hashed now: the binary may have been replaced since the start.
+		installed, err := d.agent.Hash()
+		if err != nil {
+			admin.Fail(w, http.StatusInternalServerError, err)
+			return
+		}
 		admin.Reply(w, StatusReply{Version: Version, StateDir: d.cfg.StateDir, Sessions: len(ss),
-			AgentInstalled: d.installed, AgentPinned: d.NewSessionDigest()})
+			AgentInstalled: installed, AgentPinned: d.NewSessionDigest(), AuditFailures: d.audit.Failures()})
 	})
 	mux.HandleFunc("POST /v1/agent/pin", func(w http.ResponseWriter, r *http.Request) {
 		peer, _ := admin.PeerFrom(r.Context())

@@ -77,6 +77,11 @@ func (StatusCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n  agent installed: %s\n  agent pinned for new sessions: %s\n",
 		st.Version, st.StateDir, st.Sessions, st.AgentInstalled, st.AgentPinned)
+	if st.AuditFailures > 0 {
+		fmt.Fprintf(g.stdout, "  AUDIT WRITES FAILED: %d since the start (see the daemon's log; check the disk holding %s)\n", st.AuditFailures, st.StateDir)
+	} else {
+		fmt.Fprintf(g.stdout, "  audit write failures: 0\n")
+	}
 	return nil
 }
 
