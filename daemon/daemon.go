@@ -433,11 +433,7 @@ func hostFacts(cfg config.Config, digest string) policy.Host {
 type changeSink struct{ gw *gateway.Gateway }
 
 func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	_, err := c.gw.Submit(ctx, gateway.Request{
-		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
-		Reason: req.Reason, Proposed: []byte(req.Proposed),
-	})
-	return err
+	return c.gw.SubmitAgentChange(ctx, session, req)
 }
 
 func (d *Daemon) close() {
