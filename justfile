@@ -1,5 +1,5 @@
 # IronClaw tasks. `just` is not in Debian 12: .ci/bootstrap installs it and
-# then runs a recipe, e.g. `sudo .ci/bootstrap test`.
+# then runs a recipe, e.g. `.ci/bootstrap test` (as root).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 

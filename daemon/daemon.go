@@ -357,7 +357,10 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	// second daemon on the host neither sees nor reaps this one's sandboxes.
 	runsc := &sandbox.Runsc{Path: cfg.Sandbox.Runsc, Root: filepath.Join(cfg.RuntimeDir, "rs"), Platform: cfg.Sandbox.Platform, WantDigest: want}
 	if err := runsc.Check(ctx); err != nil {
-		d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()})
+		// The start fails either way; a failed record is counted and logged.
+		if _, aerr := d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()}); aerr != nil {
+			log.Error("audit write failed", "err", aerr)
+		}
 		return nil, fmt.Errorf("no sandbox, no agents: %w", err)
 	}
 	pinned, err := os.ReadFile(filepath.Join(cfg.StateDir, AgentDigestFile))

@@ -56,7 +56,8 @@ func (g *Gateway) Deny(ctx context.Context, id ID, actor string, hash [32]byte, 
 		}
 		if err := g.st.CloseChange(ctx, ch.ID, StateDenied, actor, note, "denied by "+actor); err != nil {
 			// The audit says denied; the request stays pending and the
-			// operator can deny it again.
+			// operator can deny it again. If this follow-up record fails
+			// too, the audit log counts it (ironclaw status).
 			_, _ = g.log.Append(audit.Record{Actor: actor, Action: ActionDeny, Subject: subj,
 				Decision: "denied", Result: "failed: not recorded"})
 			return 0, fmt.Errorf("gateway: %w", err)
@@ -273,6 +274,8 @@ func (g *Gateway) applyLocked(ctx context.Context, ch *store.Change, actor, deci
 	}
 	if ch.Kind != store.KindRules {
 		if err := g.applier.ProfileApplied(ctx, ch.Session, version, applied, needsRestart(ch.Base, applied)); err != nil {
+			// The error is returned either way; a failed record of it is
+			// counted by the audit log (ironclaw status).
 			_, _ = g.log.Append(audit.Record{Actor: "gateway", Action: ActionNotify, Subject: subj,
 				Decision: decision, Result: fmt.Sprintf("version %d applied, daemon not notified", version)})
 			errs = append(errs, fmt.Errorf("%w: %w", ErrNotify, err))
