@@ -50,6 +50,7 @@ bench:
     go test -run '^$' -bench 'ColdStart|SendToReplyCold|IdleMemory' -benchtime 20x ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
     IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/
+    IRONCLAW_BENCH=1 go test -run 'TestHostileLoad' -v -timeout 20m ./daemon/containment/ | grep -E 'hostile_test|ok'
 
 # Run every fuzz target for a while (default 30s each).
 fuzz time="30s":
