@@ -80,9 +80,9 @@ var (
 	// startFDs are the descriptors open when the agent started, beyond 0–2 (see openFDs).
 	startFDs []string
 	stdout   = json.NewEncoder(os.Stdout)
-	hs     *wire.Handshake
-	tried  int
-	broke  int
+	hs       *wire.Handshake
+	tried    int
+	broke    int
 )
 
 func emit(r Result) {
