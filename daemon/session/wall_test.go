@@ -506,9 +506,9 @@ func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
 	}
 	took := ringAll()
 	t.Logf("%d one-row doorbells after a pruned 16 MiB backlog: %v (before the backlog: %v)", rings, took, base)
-	// Throttled, 150 rings would wait at least 1.65 s for tokens on top of
-	// the baseline (the bucket refills 100 a second; an empty one charges a
-	// ring that brings rows 0.1 token, one that brings none 1.1).
+	// Charged for the 16 MiB backlog on every ring (a file whose pages were
+	// not given back), 150 rings would wait ~24 s for tokens on top of the
+	// baseline (16 tokens a ring, refilled at 100 a second).
 	if took > base+time.Second {
 		t.Fatalf("an honest agent was throttled after its backlog: %d doorbells took %v, %v before it", rings, took, base)
 	}
