@@ -219,7 +219,7 @@ func (e *env) submitAgentBody(s wire.SessionID, body []byte) (Ticket, error) {
 	if err != nil {
 		return Ticket{}, errUndecodable
 	}
-	return e.gw.submitAgent(ctx, s, b.(wire.ChangeRequest))
+	return e.gw.SubmitAgentChange(ctx, s, b.(wire.ChangeRequest))
 }
 
 var errUndecodable = errors.New("undecodable body: the outbox reader refuses it")

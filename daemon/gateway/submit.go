@@ -77,12 +77,7 @@ type Ticket struct {
 // found; nothing in the request can name another. This is the production
 // path (supervisor.ChangeSink) and the one FuzzSubmitAgentRequest drives.
 // A refusal is an outcome, audited here; the error says why.
-func (g *Gateway) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	_, err := g.submitAgent(ctx, session, req)
-	return err
-}
-
-func (g *Gateway) submitAgent(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) (Ticket, error) {
+func (g *Gateway) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) (Ticket, error) {
 	return g.Submit(ctx, Request{
 		Session:   session,
 		Kind:      req.Change,

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -51,6 +52,9 @@ type Config struct {
 	Refused func(what string)
 	// Agent owns the session socket (see sessionsock.Session.AgentUID).
 	Agent queue.Owner
+	// Model is the session's model proxy, served on its socket under /api/
+	// (see sessionsock.Session.Model). Nil refuses model calls.
+	Model http.Handler
 }
 
 // Wall is one session's side of the sandbox wall.
@@ -164,6 +168,7 @@ func Open(cfg Config) (*Wall, error) {
 		InboxBell: w.bell,
 		OnOutbox:  w.onOutbox,
 		Refused:   cfg.Refused,
+		Model:     cfg.Model,
 		AgentUID:  cfg.Agent.UID,
 		AgentGID:  cfg.Agent.GID,
 	})
@@ -189,6 +194,13 @@ func (w *Wall) SendChecked(ctx context.Context, check queue.Check, bodies ...wir
 	w.bell.Ring(seq)
 	return seq, nil
 }
+
+// InboxHead is the last inbox seq written.
+func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
+
+// InboxRows reads back the verified inbox rows after seq after (the daemon's
+// own writes; for a channel recovering an interrupted hand-off).
+func (w *Wall) InboxRows(after uint64) ([]queue.Row, error) { return w.inbox.Read(after) }
 
 // Leases exposes the inbox lease manager (for measurements).
 func (w *Wall) Leases() *lease.Manager { return w.leases }

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 )
@@ -56,23 +56,22 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 	if err != nil {
 		return err
 	}
-	hs := (&wire.Handshake{Session: c.id, Key: *c.key}).Marshal()
-	defer clear(hs)
-	plan, err := s.SandboxPlan(c.id, p, hs)
+	// The handshake is made in startPlan, once the outbox is collected.
+	plan, err := s.SandboxPlan(c.id, p, nil)
 	if err != nil {
 		return err
 	}
-	// Audit before acting: the start is recorded before runsc is called, and
-	// no sandbox starts if it cannot be.
-	what := "starting"
+	// Audit before acting: the start is recorded ("sandbox.starting") before
+	// runsc is called, and no sandbox starts if it cannot be; the outcome is
+	// "sandbox.start".
+	result := "started"
 	if restart {
-		what = fmt.Sprintf("restarting after %d exit(s) within %v", len(c.exits), s.cfg.CrashLoopWindow)
+		result = fmt.Sprintf("restarted after %d exit(s) within %v", len(c.exits), s.cfg.CrashLoopWindow)
 	}
-	if aerr := s.audit("daemon", "sandbox.start", c.id.String(), "", what); aerr != nil {
+	if aerr := s.audit("daemon", "sandbox.starting", c.id.String(), "", strings.Replace(result, "started", "starting", 1)); aerr != nil {
 		return fmt.Errorf("supervisor: audit: %w", aerr)
 	}
 	box, err := s.startPlan(ctx, c, plan)
-	result := "started"
 	if err != nil {
 		result = "failed: " + auditReason(err)
 	}
@@ -110,6 +109,13 @@ func (s *Supervisor) startPlan(ctx context.Context, c *conv, plan Plan) (box *sa
 	if _, err := c.wall.Collect(ctx); err != nil && !errors.Is(err, queue.ErrHotJournal) {
 		return nil, err
 	}
+	// Everything the agent wrote is applied: hand it the record.
+	hs, err := s.resume(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(hs)
+	plan.Spec.Stdin = hs
 	return s.cfg.Runsc.Start(ctx, plan.Spec)
 }
 
