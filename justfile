@@ -1,5 +1,5 @@
 # IronClaw tasks. `just` is not in Debian 12: .ci/bootstrap installs it and
-# then runs a recipe, e.g. `sudo .ci/bootstrap test`.
+# then runs a recipe, e.g. `.ci/bootstrap test` (as root).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -65,6 +65,7 @@ bench:
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
     IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestWarmTurnOverhead' -v ./daemon/containment/ | grep -E '\||targets|ok'
+    IRONCLAW_BENCH=1 go test -run 'TestHostileLoad' -v -timeout 20m ./daemon/containment/ | grep -E 'hostile_test|ok'
 
 # Run every fuzz target for a while (default 30s each).
 fuzz time="30s":

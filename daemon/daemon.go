@@ -27,6 +27,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/matrix"
 	"github.com/ironclaw/ironclaw/daemon/operator"
@@ -107,6 +108,12 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 		return fmt.Errorf("init: creating the state directory: %w", err)
 	}
 	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return err
+	}
+	if err := checkDirs(cfg); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	if cfg.Keys.Custody == config.CustodyKeyFile {
@@ -230,6 +237,20 @@ func anchor(ctx context.Context, st *store.Store, lg *audit.Log) error {
 	return st.SetAuditAnchor(ctx, seq, hash)
 }
 
+// checkDirs makes the runtime directory if missing and checks that it and
+// the state directory can be trusted (hostcheck.CheckDir).
+func checkDirs(cfg config.Config) error {
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
+		return fmt.Errorf("creating the runtime directory: %w", err)
+	}
+	for _, d := range []string{cfg.StateDir, cfg.RuntimeDir} {
+		if err := hostcheck.CheckDir(d, os.Geteuid()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Daemon is a running control plane.
 type Daemon struct {
 	cfg    config.Config
@@ -243,9 +264,9 @@ type Daemon struct {
 	ops    *operator.Service
 	matrix *matrix.Channel // nil when the config has no [matrix]
 
-	installed        string       // digest of the installed agent binary
-	pinMu            sync.Mutex   // serialises PinInstalledAgent
-	newSessionDigest atomic.Value // string: the agent digest new sessions pin
+	agent            *supervisor.InstalledAgent // the installed agent binary, hashed when asked
+	pinMu            sync.Mutex                 // serialises PinInstalledAgent
+	newSessionDigest atomic.Value               // string: the agent digest new sessions pin
 }
 
 // NewSessionDigest is the agent digest a new session's first profile pins.
@@ -258,21 +279,29 @@ func (d *Daemon) NewSessionDigest() string { return d.newSessionDigest.Load().(s
 func (d *Daemon) PinInstalledAgent(actor string) error {
 	d.pinMu.Lock()
 	defer d.pinMu.Unlock()
+	// The binary as it is now, not as it was at start: the owner may have
+	// replaced it since.
+	installed, err := d.agent.Hash()
+	if err != nil {
+		return err
+	}
 	old := d.NewSessionDigest()
-	if old == d.installed {
+	if old == installed {
 		return nil
 	}
 	subject := d.cfg.Sandbox.AgentBinary
 	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject,
-		Decision: "approved", Result: "requested " + old + " -> " + d.installed}); err != nil {
+		Decision: "approved", Result: "requested " + old + " -> " + installed}); err != nil {
 		return err
 	}
-	err := replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), d.installed+"\n")
+	err = replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), installed+"\n")
 	result := "pinned"
 	if err != nil {
 		result = "failed: " + err.Error()
 	} else {
-		d.newSessionDigest.Store(d.installed)
+		d.newSessionDigest.Store(installed)
+		// Software changes may now name the installed binary.
+		d.gw.SetHost(hostFacts(d.cfg, installed))
 	}
 	if _, aerr := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject, Result: result}); aerr != nil {
 		return errors.Join(err, aerr)
@@ -306,11 +335,18 @@ func replaceFile(path, content string) error {
 // and the agent binary. Any failure is fatal: no part of the daemon runs
 // half-configured.
 func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slog.Logger) (_ *Daemon, err error) {
+	// Before any secret is in memory: no core file, no reading our memory.
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, keys.CheckFileName)); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not initialised: run `ironclaw init` first", cfg.StateDir)
+	}
+	if err := checkDirs(cfg); err != nil {
+		return nil, err
 	}
 	// A key rotation a crash interrupted is finished or undone first, so
 	// that exactly one master key opens the state (daemon/rotate).
@@ -344,7 +380,10 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	// second daemon on the host neither sees nor reaps this one's sandboxes.
 	runsc := &sandbox.Runsc{Path: cfg.Sandbox.Runsc, Root: filepath.Join(cfg.RuntimeDir, "rs"), Platform: cfg.Sandbox.Platform, WantDigest: want}
 	if err := runsc.Check(ctx); err != nil {
-		d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()})
+		// The start fails either way; a failed record is counted and logged.
+		if _, aerr := d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()}); aerr != nil {
+			log.Error("audit write failed", "err", aerr)
+		}
 		return nil, fmt.Errorf("no sandbox, no agents: %w", err)
 	}
 	pinned, err := os.ReadFile(filepath.Join(cfg.StateDir, AgentDigestFile))
@@ -355,11 +394,11 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	// What is installed is what can run. A session runs it only if its
 	// profile names exactly this digest; anything else is a software change
 	// the owner approves per session (docs/sandbox.md, "Upgrading agentd").
-	installed, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary)
+	d.agent = &supervisor.InstalledAgent{Path: cfg.Sandbox.AgentBinary}
+	installed, err := d.agent.Hash()
 	if err != nil {
-		return nil, fmt.Errorf("the agent binary: %w (install it with `just setup`)", err)
+		return nil, fmt.Errorf("%w (install it with `just setup`)", err)
 	}
-	d.installed = installed
 	if installed != d.NewSessionDigest() {
 		log.Warn("the installed agent is not the one pinned for new sessions; sessions pinned to another binary will not start until a software change is approved",
 			"installed", installed, "pinned", d.NewSessionDigest(), "binary", cfg.Sandbox.AgentBinary)
@@ -379,8 +418,9 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
-		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default, ModelUpstream: cfg.Model.OllamaURL,
-		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
+		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, Installed: d.agent, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
+		ModelUpstream: cfg.Model.OllamaURL,
+		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
 		MaxSessions: int(cfg.Limits.MaxSessions), CopyBudgetMiB: cfg.Limits.OutboxCopyBudgetMiB,
@@ -440,10 +480,7 @@ type changeSink struct {
 }
 
 func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	t, err := c.gw.Submit(ctx, gateway.Request{
-		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
-		Reason: req.Reason, Proposed: []byte(req.Proposed),
-	})
+	t, err := c.gw.SubmitAgentChange(ctx, session, req)
 	if err == nil {
 		c.hub.Publish(api.Event{Kind: api.EventChange, ID: t.ID.String(), What: "filed"})
 	}

@@ -80,10 +80,12 @@ type Result struct {
 }
 
 var (
-	stdout = json.NewEncoder(os.Stdout)
-	hs     *wire.Handshake
-	tried  int
-	broke  int
+	// startFDs are the descriptors open when the agent started, beyond 0–2 (see openFDs).
+	startFDs []string
+	stdout   = json.NewEncoder(os.Stdout)
+	hs       *wire.Handshake
+	tried    int
+	broke    int
 )
 
 func emit(r Result) {
@@ -121,6 +123,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "evil: handshake:", err)
 		os.Exit(2)
 	}
+	// Before anything of ours is opened: what did the sandbox hand us?
+	startFDs = openFDs()
 	var err error
 	if hs, err = wire.ParseHandshake(buf); err != nil {
 		fmt.Fprintln(os.Stderr, "evil:", err)
@@ -904,29 +908,38 @@ func fillOutbox() {
 	emit(r)
 }
 
-// viewAttacks reports what the sandbox lets the agent see of the host: open descriptors
-// beyond stdio (a leaked host file), and mount sources naming host paths or another session.
-func viewAttacks(cfg Config) {
-	ents, err := os.ReadDir("/proc/self/fd")
+// openFDs lists the open descriptors above 2 as "n->target", leaving out the one it
+// reads /proc/self/fd through and the Go runtime's own poller.
+func openFDs() []string {
+	dir, err := os.Open("/proc/self/fd")
 	if err != nil {
-		attempt("secrets.fds_beyond_stdio", err)
-	} else {
-		var extra []string
-		for _, e := range ents {
-			n, _ := strconv.Atoi(e.Name())
-			if n <= 2 {
-				continue
-			}
-			target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-			// ReadDir's own descriptor on /proc/self/fd, and the Go runtime's
-			// (epoll, the pipe that wakes it) are ours; anything else was inherited.
-			if strings.HasPrefix(target, "anon_inode:") || strings.HasPrefix(target, "pipe:") || target == "/proc/self/fd" || strings.HasSuffix(target, "/fd") {
-				continue
-			}
-			extra = append(extra, e.Name()+"->"+target)
-		}
-		emit(Result{Attack: "secrets.fds_beyond_stdio", OK: len(extra) > 0, N: int64(len(ents)), Detail: strings.Join(extra, " ")})
+		return []string{"error: " + err.Error()}
 	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	var out []string
+	for _, name := range names {
+		n, _ := strconv.Atoi(name)
+		if n <= 2 || uintptr(n) == dir.Fd() {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + name)
+		if strings.HasPrefix(target, "anon_inode:[eventpoll]") || strings.HasPrefix(target, "anon_inode:[eventfd]") {
+			continue
+		}
+		out = append(out, name+"->"+target)
+	}
+	return out
+}
+
+// viewAttacks reports what the sandbox lets the agent see of the host: descriptors open
+// at start beyond stdio (a leaked host file or socket), and mount sources naming host
+// paths or another session.
+func viewAttacks(cfg Config) {
+	emit(Result{Attack: "secrets.fds_beyond_stdio", OK: len(startFDs) > 0, N: int64(len(startFDs)), Detail: strings.Join(startFDs, " ")})
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		attempt("secrets.mountinfo_host_path", err)
