@@ -116,7 +116,9 @@ func (d *Daemon) publish(e api.Event) {
 }
 
 // Operator returns an api.Operator bound to actor.
-func (d *Daemon) Operator(actor string) *Fake { return &Fake{d: d, who: api.Identity{Actor: actor, Via: "test"}} }
+func (d *Daemon) Operator(actor string) *Fake {
+	return &Fake{d: d, who: api.Identity{Actor: actor, Via: "test"}}
+}
 
 // Fake is one operator's view of a Daemon.
 type Fake struct {
