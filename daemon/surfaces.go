@@ -58,6 +58,8 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 func (d *Daemon) adminRoutes() *http.ServeMux {
 	mux := http.NewServeMux()
 	admin.Routes(mux, func(p admin.Peer) api.Operator { return d.ops.For(p.Actor(), "admin") })
+	// A backup is a stream, not a JSON value: it has a route of its own.
+	mux.HandleFunc("POST /v1/backup", d.backupRoute)
 	return mux
 }
 

@@ -78,3 +78,33 @@ func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op)
 }
+
+// Stream sends a request without a body and copies a 200 answer's body to
+// w (a backup archive); any other answer is returned as an error. An
+// answer cut short (the daemon failed midway) is an error too.
+func (c *Client) Stream(ctx context.Context, method, path string, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://ironclaw"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isRefused(err) {
+			return fmt.Errorf("cannot reach the daemon at %s: %w (is `ironclaw serve` running, and are you root?)", c.path, err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e api.Error
+		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			return &e
+		}
+		return fmt.Errorf("daemon: %s: %s", resp.Status, bytes.TrimSpace(data))
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("the daemon's answer was cut short: %w", err)
+	}
+	return nil
+}

@@ -80,6 +80,22 @@ func (c *Client) RestartSession(ctx context.Context, id string) error {
 	return c.Do(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/restart", nil, nil)
 }
 
+func (c *Client) CreateSession(ctx context.Context, binding string) (api.Session, error) {
+	return do[api.Session](ctx, c, "POST", "/v1/sessions", map[string]string{"binding": binding})
+}
+
+func (c *Client) StopSession(ctx context.Context, id string) error {
+	return c.Do(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/stop", nil, nil)
+}
+
+func (c *Client) ResetOutbox(ctx context.Context, id string) error {
+	return c.Do(ctx, "POST", "/v1/sessions/"+url.PathEscape(id)+"/reset-outbox", nil, nil)
+}
+
+func (c *Client) SessionRecords(ctx context.Context, id string) (api.Records, error) {
+	return do[api.Records](ctx, c, "GET", "/v1/sessions/"+url.PathEscape(id)+"/records", nil)
+}
+
 func (c *Client) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, error) {
 	return do[api.ChatReply](ctx, c, "POST", "/v1/chat", r)
 }

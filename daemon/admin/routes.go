@@ -50,6 +50,24 @@ func Routes(mux *http.ServeMux, bind Binder) {
 	get("POST /v1/sessions/{id}/restart", func(r *http.Request, o api.Operator) (any, error) {
 		return map[string]string{"id": r.PathValue("id"), "result": "restarted"}, o.RestartSession(r.Context(), r.PathValue("id"))
 	})
+	get("POST /v1/sessions", func(r *http.Request, o api.Operator) (any, error) {
+		var req struct {
+			Binding string `json:"binding"`
+		}
+		if err := Decode(r, &req); err != nil {
+			return nil, err
+		}
+		return o.CreateSession(r.Context(), req.Binding)
+	})
+	get("POST /v1/sessions/{id}/stop", func(r *http.Request, o api.Operator) (any, error) {
+		return map[string]string{"id": r.PathValue("id"), "result": "stopped"}, o.StopSession(r.Context(), r.PathValue("id"))
+	})
+	get("POST /v1/sessions/{id}/reset-outbox", func(r *http.Request, o api.Operator) (any, error) {
+		return map[string]string{"id": r.PathValue("id"), "result": "outbox reset"}, o.ResetOutbox(r.Context(), r.PathValue("id"))
+	})
+	get("GET /v1/sessions/{id}/records", func(r *http.Request, o api.Operator) (any, error) {
+		return o.SessionRecords(r.Context(), r.PathValue("id"))
+	})
 	get("GET /v1/changes", func(r *http.Request, o api.Operator) (any, error) {
 		return o.ListChanges(r.Context(), api.ChangeFilter{All: r.URL.Query().Get("all") != ""})
 	})

@@ -44,6 +44,19 @@ type Sessions interface {
 	// RestartSession stops a session's sandbox, if any, and lets it start
 	// again (a crash-looped session is resumed). Audited.
 	RestartSession(ctx context.Context, id string) error
+	// CreateSession creates a session for a binding that has none (for
+	// example "console:work"), without sending it anything. Audited.
+	CreateSession(ctx context.Context, binding string) (Session, error)
+	// StopSession stops a session's sandbox now; its next message or
+	// schedule starts it again. Audited.
+	StopSession(ctx context.Context, id string) error
+	// ResetOutbox replaces a session's outbox (a broken or refused one) with
+	// a fresh one; nothing the daemon recorded is lost. Audited.
+	ResetOutbox(ctx context.Context, id string) error
+	// SessionRecords returns what the session's agent keeps — memory, notes,
+	// schedules: sealed content, shown only on this explicit request, which
+	// is audited. All of it is agent-written text.
+	SessionRecords(ctx context.Context, id string) (Records, error)
 }
 
 // Conversations talks to sessions.

@@ -123,6 +123,35 @@ type Session struct {
 	LastActive time.Time `json:"last_active,omitzero"`
 }
 
+// Records is what a session's agent keeps (agent-written, untrusted text).
+type Records struct {
+	Session   string     `json:"session"`
+	Memory    []Fact     `json:"memory"`
+	Notes     []Note     `json:"notes"`
+	Schedules []Schedule `json:"schedules"`
+}
+
+// Fact is one remembered fact.
+type Fact struct {
+	Key  string `json:"key"`
+	Text string `json:"text"`
+}
+
+// Note is one workspace note.
+type Note struct {
+	Name string `json:"name"`
+	Text string `json:"text"`
+}
+
+// Schedule is one live schedule: its next firing and, if it recurs, its
+// period.
+type Schedule struct {
+	ID    string        `json:"id"`
+	Next  time.Time     `json:"next"`
+	Every time.Duration `json:"every,omitempty"`
+	Text  string        `json:"text"`
+}
+
 // Profile is a session's current profile.
 type Profile struct {
 	Session   string `json:"session"`
@@ -144,6 +173,10 @@ type ChatReply struct {
 	Seq     uint64 `json:"seq"`
 	Reply   string `json:"reply"`
 	Replied bool   `json:"replied"`
+	// Earlier are replies of the session that no chat has returned yet
+	// (the client stopped waiting, or the daemon restarted before handing
+	// them over), oldest first. Each is returned once.
+	Earlier []string `json:"earlier,omitempty"`
 }
 
 // AuditQuery selects audit entries.

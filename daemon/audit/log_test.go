@@ -405,6 +405,10 @@ func TestClosed(t *testing.T) {
 	if err := l.Refuse("a", "b", "c", "d"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Refuse after Close = %v", err)
 	}
+	// Both failed writes are counted, for `ironclaw status`.
+	if n := l.Failures(); n != 2 {
+		t.Fatalf("Failures = %d, want 2", n)
+	}
 	if err := l.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second Close = %v", err)
 	}

@@ -189,9 +189,10 @@ func (c ChangesProposeCmd) Run(ctx context.Context, g *Globals) error {
 
 // SessionsCmd lists sessions and shows their profiles.
 type SessionsCmd struct {
-	List    SessionsListCmd    `cmd:"" default:"withargs" help:"List sessions."`
-	Profile SessionsProfileCmd `cmd:"" help:"Print a session's current profile in canonical form."`
-	Erase   SessionsEraseCmd   `cmd:"" help:"Crypto-erase a session: stop it and destroy its key, so its data can never be read again."`
+	List          SessionsListCmd    `cmd:"" default:"withargs" help:"List sessions."`
+	Profile       SessionsProfileCmd `cmd:"" help:"Print a session's current profile in canonical form."`
+	Erase         SessionsEraseCmd   `cmd:"" help:"Crypto-erase a session: stop it and destroy its key, so its data can never be read again."`
+	SessionOpsCmd `embed:""`         // create, stop, restart, reset-outbox, records (sessions.go)
 }
 
 // SessionsEraseCmd crypto-erases one session.

@@ -67,7 +67,13 @@ type CLI struct {
 	Agent    AgentCmd    `cmd:"" help:"Which agent binary new sessions run."`
 	Audit    AuditCmd    `cmd:"" help:"Inspect the audit log."`
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
+	Matrix   MatrixCmd   `cmd:"" help:"The Matrix channel: log the bot in."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
+
+	Doctor  DoctorCmd  `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
+	Keys    KeysCmd    `cmd:"" help:"Rotate the master key and move its custody."`
+	Backup  BackupCmd  `cmd:"" help:"Write a consistent backup of the running daemon's state (sealed; no key)."`
+	Restore RestoreCmd `cmd:"" help:"Restore a backup into an empty state directory (daemon stopped)."`
 }
 
 // Main runs the command line and returns the process exit code.

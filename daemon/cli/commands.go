@@ -129,8 +129,11 @@ func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
 		if err != nil {
 			return err
 		}
+		for _, e := range rep.Earlier {
+			fmt.Fprintln(g.stdout, "(earlier) "+sanitize.Text(e))
+		}
 		if !rep.Replied {
-			return fmt.Errorf("no reply within %s (message %d of session %s is queued)", c.Wait, rep.Seq, rep.Session)
+			return fmt.Errorf("no reply within %s (message %d of session %s is queued; its reply comes with your next chat)", c.Wait, rep.Seq, rep.Session)
 		}
 		fmt.Fprintln(g.stdout, sanitize.Text(rep.Reply))
 		return nil
@@ -214,12 +217,18 @@ func passphraseReader(cfg config.Config, confirm bool) (io.Reader, func(), error
 	if cfg.Keys.Custody != config.CustodyPassphrase || cfg.Keys.PassphraseFile != "" {
 		return nil, func() {}, nil
 	}
+	return askPassphrase("IronClaw master passphrase: ", confirm)
+}
+
+// askPassphrase reads a passphrase on the terminal with echo off (twice
+// with confirm).
+func askPassphrase(prompt string, confirm bool) (io.Reader, func(), error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("custody is passphrase but there is no terminal to ask on: set keys.passphrase_file (see docs/keys.md)")
 	}
 	defer tty.Close()
-	p, err := readHidden(tty, "IronClaw master passphrase: ")
+	p, err := readHidden(tty, prompt)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -51,6 +51,13 @@ type Supervisor interface {
 	Unsubscribe(ch chan supervisor.Reply)
 	Erase(ctx context.Context, id wire.SessionID, actor string) error
 	Resume(ctx context.Context, id wire.SessionID, operator string) error
+	CreateSession(ctx context.Context, binding, actor string) (wire.SessionID, error)
+	Stop(ctx context.Context, id wire.SessionID, actor string) error
+	Restart(ctx context.Context, id wire.SessionID, actor string) error
+	ResetOutbox(ctx context.Context, id wire.SessionID, actor string) error
+	Records(ctx context.Context, id wire.SessionID, actor string) (store.Records, error)
+	Undelivered(ctx context.Context, binding string) ([]supervisor.Reply, error)
+	Delivered(ctx context.Context, session wire.SessionID, seq uint64) error
 }
 
 // AuditLog is what the service needs of the audit log.
@@ -365,8 +372,79 @@ func (b *bound) RestartSession(ctx context.Context, ids string) error {
 	if err := b.s.cfg.Supervisor.Resume(ctx, s.ID, b.who.Actor); err != nil {
 		return &api.Error{Code: api.CodeUnavailable, Message: err.Error()}
 	}
-	b.s.hub.Publish(api.Event{Kind: api.EventSession, ID: ids, What: "resumed"})
+	// A fresh sandbox resumes from the daemon's record.
+	if err := b.s.cfg.Supervisor.Restart(ctx, s.ID, b.who.Actor); err != nil {
+		return &api.Error{Code: api.CodeUnavailable, Message: err.Error()}
+	}
+	b.s.hub.Publish(api.Event{Kind: api.EventSession, ID: ids, What: "restarted"})
 	return nil
+}
+
+// activeSession is session, refusing an erased one.
+func (b *bound) activeSession(ctx context.Context, ids string) (store.Session, error) {
+	s, err := b.session(ctx, ids)
+	if err == nil && s.State != store.StateActive {
+		err = &api.Error{Code: api.CodeConflict, Message: "session " + ids + " is erased"}
+	}
+	return s, err
+}
+
+func (b *bound) CreateSession(ctx context.Context, binding string) (api.Session, error) {
+	id, err := b.s.cfg.Supervisor.CreateSession(ctx, binding, b.who.Actor)
+	if errors.Is(err, store.ErrBindingTaken) {
+		return api.Session{}, &api.Error{Code: api.CodeConflict, Message: err.Error(), Hint: "list sessions with `sessions`"}
+	}
+	if err != nil {
+		return api.Session{}, &api.Error{Code: api.CodeInvalid, Message: err.Error()}
+	}
+	b.s.hub.Publish(api.Event{Kind: api.EventSession, ID: id.String(), What: "created"})
+	return api.Session{ID: id.String(), Binding: binding, State: string(store.StateActive)}, nil
+}
+
+func (b *bound) StopSession(ctx context.Context, ids string) error {
+	s, err := b.activeSession(ctx, ids)
+	if err != nil {
+		return err
+	}
+	if err := b.s.cfg.Supervisor.Stop(ctx, s.ID, b.who.Actor); err != nil {
+		return &api.Error{Code: api.CodeUnavailable, Message: err.Error()}
+	}
+	b.s.hub.Publish(api.Event{Kind: api.EventSession, ID: ids, What: "stopped"})
+	return nil
+}
+
+func (b *bound) ResetOutbox(ctx context.Context, ids string) error {
+	s, err := b.activeSession(ctx, ids)
+	if err != nil {
+		return err
+	}
+	if err := b.s.cfg.Supervisor.ResetOutbox(ctx, s.ID, b.who.Actor); err != nil {
+		return &api.Error{Code: api.CodeUnavailable, Message: err.Error()}
+	}
+	b.s.hub.Publish(api.Event{Kind: api.EventSession, ID: ids, What: "outbox reset"})
+	return nil
+}
+
+func (b *bound) SessionRecords(ctx context.Context, ids string) (api.Records, error) {
+	s, err := b.activeSession(ctx, ids)
+	if err != nil {
+		return api.Records{}, err
+	}
+	recs, err := b.s.cfg.Supervisor.Records(ctx, s.ID, b.who.Actor)
+	if err != nil {
+		return api.Records{}, internal("reading records", err)
+	}
+	out := api.Records{Session: ids, Memory: []api.Fact{}, Notes: []api.Note{}, Schedules: []api.Schedule{}}
+	for _, m := range recs.Memory {
+		out.Memory = append(out.Memory, api.Fact{Key: m.Key, Text: m.Text})
+	}
+	for _, n := range recs.Notes {
+		out.Notes = append(out.Notes, api.Note{Name: n.Name, Text: n.Text})
+	}
+	for _, sc := range recs.Schedules {
+		out.Schedules = append(out.Schedules, api.Schedule{ID: sc.ID, Next: time.Unix(sc.At, 0).UTC(), Every: time.Duration(sc.Every) * time.Second, Text: sc.Text})
+	}
+	return out, nil
 }
 
 // --- conversations ---------------------------------------------------------
@@ -397,6 +475,32 @@ func (b *bound) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, err
 		return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "sending: " + err.Error(), Hint: "see the session's state in `sessions`"}
 	}
 	out := api.ChatReply{Session: id.String(), Seq: seq}
+	// A reply stays in the store's delivery intents until a chat hands it
+	// over: one that no chat was waiting for (the client gave up, the
+	// daemon restarted) comes back with the next chat, once.
+	// Only the local console session's replies are the chat's to hand
+	// over; another channel's session (Matrix) delivers its own.
+	var handed []uint64
+	var earlier []supervisor.Reply
+	if binding == b.s.cfg.LocalBinding {
+		if earlier, err = b.s.cfg.Supervisor.Undelivered(ctx, binding); err != nil {
+			return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "listing undelivered replies: " + err.Error()}
+		}
+	}
+	for _, e := range earlier {
+		if e.Session == id && e.InReplyTo != seq {
+			out.Earlier = append(out.Earlier, e.Text)
+			handed = append(handed, e.Seq)
+		}
+	}
+	done := func() (api.ChatReply, error) {
+		for _, s := range handed {
+			if err := b.s.cfg.Supervisor.Delivered(context.WithoutCancel(ctx), id, s); err != nil {
+				return out, &api.Error{Code: api.CodeUnavailable, Message: "recording the delivery: " + err.Error()}
+			}
+		}
+		return out, nil
+	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -404,10 +508,13 @@ func (b *bound) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, err
 		case rep := <-sub:
 			if rep.Session == id && rep.InReplyTo == seq {
 				out.Reply, out.Replied = rep.Text, true
-				return out, nil
+				if binding == b.s.cfg.LocalBinding {
+					handed = append(handed, rep.Seq)
+				}
+				return done()
 			}
 		case <-timer.C:
-			return out, nil
+			return done()
 		case <-ctx.Done():
 			return out, ctx.Err()
 		}

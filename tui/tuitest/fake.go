@@ -235,6 +235,28 @@ func (f *Fake) RestartSession(_ context.Context, id string) error {
 	return nil
 }
 
+func (f *Fake) CreateSession(context.Context, string) (api.Session, error) {
+	return api.Session{}, &api.Error{Code: api.CodeForbidden, Message: "not in tests"}
+}
+
+func (f *Fake) StopSession(_ context.Context, id string) error {
+	f.d.mu.Lock()
+	f.d.appendAuditLocked(f.who.Actor, "sandbox.stop", id, "", "stopped")
+	f.d.mu.Unlock()
+	return nil
+}
+
+func (f *Fake) ResetOutbox(context.Context, string) error {
+	return &api.Error{Code: api.CodeForbidden, Message: "not in tests"}
+}
+
+func (f *Fake) SessionRecords(_ context.Context, id string) (api.Records, error) {
+	f.d.mu.Lock()
+	f.d.appendAuditLocked(f.who.Actor, "session.records.read", id, "", "shown")
+	f.d.mu.Unlock()
+	return api.Records{Session: id}, nil
+}
+
 func (f *Fake) Chat(_ context.Context, r api.ChatRequest) (api.ChatReply, error) {
 	reply := "echo: " + r.Text
 	if f.ChatReply != nil {
