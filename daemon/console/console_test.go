@@ -24,7 +24,7 @@ import (
 type auditRec struct{ actor, action, subject, result string }
 
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	addr     string
 	opKey    gossh.Signer
 	opsFile  string
@@ -35,7 +35,7 @@ type harness struct {
 	now      time.Time
 }
 
-func newSigner(t *testing.T) gossh.Signer {
+func newSigner(t testing.TB) gossh.Signer {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +47,7 @@ func newSigner(t *testing.T) gossh.Signer {
 	return s
 }
 
-func startServer(t *testing.T, mod func(*Config)) *harness {
+func startServer(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{t: t, opKey: newSigner(t), opsFile: filepath.Join(dir, "operators"), now: time.Unix(1e9, 0)}
