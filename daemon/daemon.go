@@ -26,6 +26,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/console"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 	"github.com/ironclaw/ironclaw/daemon/keys"
@@ -140,6 +141,10 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 			return fmt.Errorf("init: %w", err)
 		}
 	}
+	hostKey, err := console.MakeHostKey(filepath.Join(cfg.StateDir, console.HostKeyFile))
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 	if _, err := lg.Append(audit.Record{Actor: "operator:local:init", Action: "daemon.init", Subject: cfg.StateDir,
 		Result: "custody=" + cfg.Keys.Custody + " agent=" + digest}); err != nil {
 		return err
@@ -149,9 +154,12 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 	}
 	if opt.Out != nil {
 		fmt.Fprintf(opt.Out, "initialised %s\n  master key custody: %s\n  agent pinned: %s\n", cfg.StateDir, cfg.Keys.Custody, digest)
+		fmt.Fprintf(opt.Out, "  console host key: %s\n", ssh.FingerprintSHA256(hostKey))
 		if opKey != "" {
 			pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(opKey))
-			fmt.Fprintf(opt.Out, "  operator key: %s\n", ssh.FingerprintSHA256(pk))
+			fmt.Fprintf(opt.Out, "  operator key: %s (ssh -p %s %s)\n", ssh.FingerprintSHA256(pk), consolePort(cfg), consoleHost(cfg))
+		} else {
+			fmt.Fprintf(opt.Out, "  no console operator yet: run init with --operator-key ~/.ssh/id_ed25519.pub, or list keys in console.operator_keys\n")
 		}
 		if cfg.Keys.Custody == config.CustodyKeyFile {
 			fmt.Fprintf(opt.Out, "  note: the key file %s protects copies of the state directory, not a stolen disk that holds both; see docs/keys.md\n", cfg.Keys.KeyFile)
@@ -519,6 +527,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopConsole, err := d.startConsole(ctx)
+	if err != nil {
+		adm.Close()
+		return err
+	}
+	defer stopConsole()
 	d.log.Info("ironclaw ready", "state", d.cfg.StateDir, "admin", filepath.Join(d.cfg.RuntimeDir, AdminSocket), "version", Version)
 	// Keep the audit anchor close behind the log's head, so that cutting
 	// entries off the end after a crash is caught by `audit verify` (all
