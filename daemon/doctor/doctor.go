@@ -83,6 +83,7 @@ func Run(ctx context.Context, o Options) Report {
 		}
 		add(Check{Name: "sandbox.start", Status: Skip, Detail: "a trivial sandbox was not started: " + why, Needed: true})
 	}
+	add(checkOutboxFS())
 	add(checkDirs(o)...)
 	add(checkDisk(o))
 	add(checkCustody(o))

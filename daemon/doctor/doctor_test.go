@@ -123,7 +123,7 @@ func expect(t *testing.T, r Report, name string, want Status) Check {
 func TestChecksPassOnAGoodMachine(t *testing.T) {
 	m := newMachine(t)
 	r := Run(context.Background(), m.opt)
-	for _, n := range []string{"cgroups", "cgroups.memory", "cgroups.cpu", "cgroups.pids", "agentd", "agentd.release", "agentd.pin", "state_dir", "runtime_dir", "ollama", "ollama.model"} {
+	for _, n := range []string{"cgroups", "cgroups.memory", "cgroups.cpu", "cgroups.pids", "agentd", "agentd.release", "agentd.pin", "state_dir", "runtime_dir", "ollama", "ollama.model", "outbox.fs"} {
 		expect(t, r, n, OK)
 	}
 	// The key file here is on the state's filesystem: a warning, not broken.
@@ -344,5 +344,25 @@ func TestSandboxStart(t *testing.T) {
 	}
 	if dirs, _ := sandbox.CgroupDirs(sandbox.IDPrefix + strings.Repeat("0", 32)); len(dirs) != 0 {
 		t.Fatal("unexpected cgroups")
+	}
+}
+
+func TestOutboxFS(t *testing.T) {
+	if c := checkOutboxFS(); c.Status != OK {
+		t.Skipf("this machine lacks them: %+v", c)
+	}
+	saved := loopControl
+	loopControl = "/nonexistent/loop-control"
+	c := checkOutboxFS()
+	loopControl = saved
+	if c.Status != Fail || !strings.Contains(c.Remedy, "modprobe loop") {
+		t.Fatalf("%+v", c)
+	}
+	savedDirs := outboxToolDir
+	outboxToolDir = []string{t.TempDir()}
+	c = checkOutboxFS()
+	outboxToolDir = savedDirs
+	if c.Status != Fail || c.Remedy != "apt-get install e2fsprogs" {
+		t.Fatalf("%+v", c)
 	}
 }
