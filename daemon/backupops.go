@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -48,6 +49,10 @@ type manifest struct {
 // it is plaintext conversation and the master key is not in it. The backup
 // is audited before it starts; if that fails, there is no backup.
 func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err error) {
+	d.backupMu.Lock()
+	defer d.backupMu.Unlock()
+	// Copies a crashed daemon left half-made (sealed, but not ours to keep).
+	removeStale(d.cfg.StateDir, ".backup-")
 	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "backup", Subject: d.cfg.StateDir, Decision: "approved", Result: "started"}); err != nil {
 		return err
 	}
@@ -176,6 +181,7 @@ func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptio
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	removeStale(parent, "."+filepath.Base(target)+".restore-")
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(target)+".restore-")
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -312,4 +318,18 @@ func seedRestored(ctx context.Context, cfg config.Config, dir string, master *ke
 		return 0, err
 	}
 	return n, nil
+}
+
+// removeStale removes the directories in dir whose names start with prefix:
+// staging directories of a backup or restore that a crash interrupted.
+func removeStale(dir, prefix string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }

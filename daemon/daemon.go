@@ -238,6 +238,7 @@ type Daemon struct {
 
 	installed        string       // digest of the installed agent binary
 	pinMu            sync.Mutex   // serialises PinInstalledAgent
+	backupMu         sync.Mutex   // serialises Backup (one staging directory at a time)
 	newSessionDigest atomic.Value // string: the agent digest new sessions pin
 }
 
