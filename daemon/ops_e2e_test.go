@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -216,6 +217,14 @@ func TestKeysRotateCLI(t *testing.T) {
 func TestDoctorCLI(t *testing.T) {
 	in := newInstall(t)
 	in.mustRun("init")
+	// An Ollama URL where nothing listens, whatever else runs on this host.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	in.writeConfig(fmt.Sprintf("[model]\nollama_url = %q\n", closed))
 	out, err := in.run("doctor", "--json")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
