@@ -4,6 +4,10 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 bindir := env_var_or_default("IRONCLAW_BINDIR", "/opt/ironclaw/bin")
+# The Ollama server the model tests run against (tests only; never shipped).
+# Test-only servers (Ollama, Dendrite) are built into one directory of their own.
+test_bindir := "/opt/ironclaw-test/bin"
+ollama_bindir := test_bindir
 version := `git describe --always --dirty 2>/dev/null || echo dev`
 ldflags := "-s -w -X github.com/ironclaw/ironclaw/daemon.Version=" + version
 
@@ -14,7 +18,7 @@ default:
 # Build ironclaw and the static agent image (images/out, with its manifest).
 build:
     mkdir -p bin
-    CGO_ENABLED=0 go build -trimpath -ldflags '{{ldflags}}' -o bin/ironclaw ./cmd/ironclaw
+    CGO_ENABLED=0 go build -tags goolm -trimpath -ldflags '{{ldflags}}' -o bin/ironclaw ./cmd/ironclaw
     images/build.sh ./cmd/agentd images/out
 
 # Record the digest of the agentd this source builds (images/agentd.sha256) for a release.
@@ -39,19 +43,21 @@ up: setup
 # private network namespace (only loopback exists there).
 test: check
     .ci/install-runsc.sh {{bindir}}
+    .ci/install-ollama.sh {{ollama_bindir}}
+    .ci/install-dendrite.sh {{test_bindir}}
     go mod download
-    go test -race -count=1 -run '^$' ./... > /dev/null
-    unshare -n -- bash -c 'ip link set lo up && GOFLAGS=-mod=mod GOPROXY=off go test -race -count=1 -timeout 20m ./...'
+    go test -tags goolm -race -count=1 -run '^$' ./... > /dev/null
+    unshare -n -- bash -c 'ip link set lo up && IRONCLAW_TEST_OLLAMA={{ollama_bindir}}/ollama GOFLAGS=-mod=mod GOPROXY=off go test -tags goolm -race -count=1 -timeout 20m ./...'
 
 # gofmt and go vet.
 check:
     test -z "$(gofmt -l $(git ls-files '*.go'))" || { gofmt -l $(git ls-files '*.go'); echo "run gofmt -w"; exit 1; }
-    go vet ./...
+    go vet -tags goolm ./...
 
 # Benchmarks (no race detector) and the slow measurements; prints tables.
 bench:
     .ci/install-runsc.sh {{bindir}}
-    go test -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/ ./daemon/gateway/
+    go test -tags goolm -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/ ./daemon/gateway/
     go test -run '^$' -bench DoorbellRoundTrip -benchtime 300x ./daemon/session/
     go test -run '^$' -bench 'ColdStart|SendToReplyCold|IdleMemory' -benchtime 20x ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
@@ -62,7 +68,7 @@ fuzz time="30s":
     #!/usr/bin/env bash
     set -euo pipefail
     for pkg in $(go list ./...); do
-      for f in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
-        echo "== $pkg $f"; go test -run '^$' -fuzz "^$f\$" -fuzztime {{time}} "$pkg"
+      for f in $(go test -tags goolm -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+        echo "== $pkg $f"; go test -tags goolm -run '^$' -fuzz "^$f\$" -fuzztime {{time}} "$pkg"
       done
     done

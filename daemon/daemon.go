@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,12 +23,16 @@ import (
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/admin"
+	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/matrix"
+	"github.com/ironclaw/ironclaw/daemon/operator"
 	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
+	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 	"github.com/ironclaw/ironclaw/images"
@@ -235,6 +238,9 @@ type Daemon struct {
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
+	sched  *scheduler.Scheduler
+	ops    *operator.Service
+	matrix *matrix.Channel // nil when the config has no [matrix]
 
 	installed        string       // digest of the installed agent binary
 	pinMu            sync.Mutex   // serialises PinInstalledAgent
@@ -368,20 +374,26 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if err := os.Chmod(cfg.RuntimeDir, 0o700); err != nil {
 		return nil, err
 	}
-	sink := &changeSink{}
+	sink := &changeSink{hub: operator.NewHub()}
+	wake := &scheduleWaker{}
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
-		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
+		ModelUpstream: cfg.Model.OllamaURL,
+		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
-		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
-		Changes:    sink,
-		Log:        log,
+		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
+		MaxSessions: int(cfg.Limits.MaxSessions), CopyBudgetMiB: cfg.Limits.OutboxCopyBudgetMiB,
+		Changes:   sink,
+		Schedules: wake,
+		Log:       log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.sched = scheduler.New(scheduler.Config{Store: d.store, Target: d.sup, Log: log})
+	wake.s = d.sched
 	// Whatever a previous daemon left running or mounted goes before anything starts.
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
@@ -391,6 +403,12 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		return nil, err
 	}
 	sink.gw = d.gw
+	if d.ops, err = d.operatorService(sink.hub); err != nil {
+		return nil, err
+	}
+	if err := d.openMatrix(ctx); err != nil {
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -409,16 +427,29 @@ func hostFacts(cfg config.Config, digest string) policy.Host {
 }
 
 // changeSink hands agents' change requests to the gateway (set once the
-// gateway exists; nothing is delivered before Serve).
-type changeSink struct{ gw *gateway.Gateway }
+// gateway exists; nothing is delivered before Serve) and tells open
+// consoles.
+type changeSink struct {
+	gw  *gateway.Gateway
+	hub *operator.Hub
+}
 
 func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	_, err := c.gw.Submit(ctx, gateway.Request{
+	t, err := c.gw.Submit(ctx, gateway.Request{
 		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
 		Reason: req.Reason, Proposed: []byte(req.Proposed),
 	})
+	if err == nil {
+		c.hub.Publish(api.Event{Kind: api.EventChange, ID: t.ID.String(), What: "filed"})
+	}
 	return err
 }
+
+// scheduleWaker tells the scheduler about new schedules (set once the
+// scheduler exists, before Serve).
+type scheduleWaker struct{ s *scheduler.Scheduler }
+
+func (w *scheduleWaker) Changed() { w.s.Changed() }
 
 func (d *Daemon) close() {
 	if d.audit != nil {
@@ -442,9 +473,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := anchor(ctx, d.store, d.audit); err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	d.routes(mux)
-	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), mux)
+	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), d.adminRoutes())
 	if err != nil {
 		return err
 	}
@@ -452,13 +481,29 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	// Keep the audit anchor close behind the log's head, so that cutting
 	// entries off the end after a crash is caught by `audit verify` (all
 	// but the last AnchorInterval's worth).
+	var matrixDone chan error
+	mctx, stopMatrix := context.WithCancel(ctx)
+	defer stopMatrix()
+	if d.matrix != nil {
+		matrixDone = make(chan error, 1)
+		go func() { matrixDone <- d.matrix.Run(mctx) }()
+	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
+	// Schedules fire from now on; missed ones fire once, marked late.
+	schedCtx, stopSched := context.WithCancel(ctx)
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- d.sched.Run(schedCtx) }()
 	var anchored uint64
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			running = false
+		case merr := <-matrixDone:
+			// A revoked token stops the channel, not the daemon.
+			d.log.Error("the Matrix channel stopped; other channels keep running", "err", merr)
+			matrixDone = nil
+			d.matrix.Close()
 		case <-tick.C:
 			if seq, _ := d.audit.Head(); seq != anchored {
 				if err := anchor(ctx, d.store, d.audit); err != nil {
@@ -473,6 +518,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	adm.Close()
+	if matrixDone != nil {
+		// The channel stops before the sessions it hands messages to.
+		stopMatrix()
+		if merr := <-matrixDone; merr != nil {
+			d.log.Error("the Matrix channel stopped", "err", merr)
+		}
+		d.matrix.Close()
+	}
+	stopSched()
+	<-schedDone
 	err = d.sup.Close(stopCtx)
 	// runsc bind-mounts an empty network namespace into its state root and
 	// never unmounts it; with every sandbox gone, this daemon does.

@@ -40,7 +40,7 @@ func buildBinaries(t *testing.T) string {
 			return
 		}
 		for _, p := range []string{"ironclaw", "agentd"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(binDir, p), "../cmd/"+p)
+			cmd := exec.Command("go", "build", "-tags", "goolm", "-trimpath", "-o", filepath.Join(binDir, p), "../cmd/"+p)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				binErr = fmt.Errorf("building %s: %v\n%s", p, err, out)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/api"
+	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/config"
 )
 
@@ -65,6 +67,7 @@ type CLI struct {
 	Agent    AgentCmd    `cmd:"" help:"Which agent binary new sessions run."`
 	Audit    AuditCmd    `cmd:"" help:"Inspect the audit log."`
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
+	Matrix   MatrixCmd   `cmd:"" help:"The Matrix channel: log the bot in."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
 
 	Doctor  DoctorCmd  `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
@@ -106,7 +109,12 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		// Errors can quote what a hostile agent wrote (an outbox it
 		// corrupted, a reason it gave): never let it drive the terminal.
-		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize(err.Error()))
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Hint != "" {
+			fmt.Fprintf(stderr, "ironclaw: error: %s\nironclaw: hint: %s\n", sanitize.Line(ae.Message), sanitize.Line(ae.Hint))
+			return 1
+		}
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Text(err.Error()))
 		return 1
 	}
 	return 0

@@ -54,6 +54,40 @@ type Config struct {
 	Model   Model   `toml:"model"`
 	Console Console `toml:"console"`
 	Limits  Limits  `toml:"limits"`
+	Matrix  Matrix  `toml:"matrix"`
+}
+
+// Matrix configures the Matrix channel (docs/matrix.md). With no homeserver
+// it is off. Its secrets come only from the files named here, never from the
+// config or the environment.
+type Matrix struct {
+	// Homeserver is the bot's homeserver, https (or http on a loopback
+	// address only), scheme and host only.
+	// Default: "" (the Matrix channel is off).
+	Homeserver string `toml:"homeserver"`
+
+	// UserID is the bot's exact Matrix user id, e.g. @ironclaw:example.org.
+	// Default: "".
+	UserID string `toml:"user_id"`
+
+	// PasswordFile holds the bot account's password on its first line; with
+	// it the daemon (or `ironclaw matrix login`) logs in, creates the bot's
+	// device and sets up cross-signing and key backup. Outside state_dir.
+	// Default: "".
+	PasswordFile string `toml:"password_file"`
+
+	// AccessTokenFile holds an access token for an existing device instead
+	// of a password. Without a password the bot cannot publish
+	// cross-signing keys itself (the homeserver asks for the password): use
+	// PasswordFile for a new bot. Outside state_dir.
+	// Default: "".
+	AccessTokenFile string `toml:"access_token_file"`
+
+	// Owners are the exact Matrix user ids that may open conversations with
+	// the bot (never display names). Anyone else becomes an "add contact"
+	// change request.
+	// Default: none.
+	Owners []string `toml:"owners"`
 }
 
 // Keys says where the master key comes from. See docs/keys.md for what each
@@ -114,8 +148,9 @@ type Model struct {
 	// Default: http://127.0.0.1:11434.
 	OllamaURL string `toml:"ollama_url"`
 
-	// Default is the model name new sessions' profiles start with.
-	// Default: "tiny".
+	// Default is the model name new sessions' profiles start with. It must
+	// call tools well; install it on the Ollama server with `ollama pull`.
+	// Default: "qwen3:4b" (docs/proxy.md says why and lists others).
 	Default string `toml:"default"`
 }
 
@@ -170,6 +205,11 @@ type Limits struct {
 	// MaxOutboxInodes caps one session's outbox filesystem inodes.
 	// Default: 65536.
 	MaxOutboxInodes int64 `toml:"max_outbox_inodes"`
+	// OutboxCopyBudgetMiB is the memory all sessions' outbox reads share at
+	// once: a read waits for its share (twice the file's size), and an
+	// outbox larger than half of it is refused as hostile.
+	// Default: 128.
+	OutboxCopyBudgetMiB int64 `toml:"outbox_copy_budget_mib"`
 	// MaxTokensPerDay caps the model tokens one session may use per day.
 	// Default: 2000000.
 	MaxTokensPerDay int64 `toml:"max_tokens_per_day"`
@@ -196,7 +236,7 @@ func Default() Config {
 		},
 		Model: Model{
 			OllamaURL: "http://127.0.0.1:11434",
-			Default:   "tiny",
+			Default:   "qwen3:4b",
 		},
 		Console: Console{
 			Listen:   "127.0.0.1:2222",
@@ -210,6 +250,7 @@ func Default() Config {
 			MaxTmpMiB:           256,
 			MaxOutboxMiB:        1024,
 			MaxOutboxInodes:     65536,
+			OutboxCopyBudgetMiB: 128,
 			MaxTokensPerDay:     2_000_000,
 			MaxCallsPerMinute:   120,
 		},

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/ironclaw/ironclaw/agentd/profile"
+	"github.com/ironclaw/ironclaw/policy"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -94,11 +95,12 @@ func (c Config) Validate() error {
 
 	v.ollamaURL(c.Model.OllamaURL)
 	if !modelName.MatchString(c.Model.Default) {
-		v.addf("model.default", "%q is not an Ollama model name; use one such as tiny or llama3.2:1b", c.Model.Default)
+		v.addf("model.default", "%q is not an Ollama model name; use one such as qwen3:4b or llama3.2:3b", c.Model.Default)
 	}
 
 	v.console(c.Console)
 	v.limits(c.Limits)
+	v.matrix(c.Matrix, c.StateDir)
 	return v.err()
 }
 
@@ -217,6 +219,8 @@ func (v *validator) limits(l Limits) {
 		{"limits.max_tmp_mib", l.MaxTmpMiB, def.TmpMiB},
 		{"limits.max_outbox_mib", l.MaxOutboxMiB, def.OutboxMiB},
 		{"limits.max_outbox_inodes", l.MaxOutboxInodes, def.OutboxInodes},
+		// Twice the default profile's outbox: an honest full one must fit.
+		{"limits.outbox_copy_budget_mib", l.OutboxCopyBudgetMiB, 2 * def.OutboxMiB},
 		{"limits.max_tokens_per_day", l.MaxTokensPerDay, def.TokensPerDay},
 		{"limits.max_calls_per_minute", l.MaxCallsPerMinute, def.CallsPerMinute},
 	} {
@@ -225,6 +229,60 @@ func (v *validator) limits(l Limits) {
 			v.addf(f.key, "%d: a limit must be positive (zero never means unlimited); remove the line to get the default", f.val)
 		case f.val < f.least:
 			v.addf(f.key, "%d is below %d, what a new session's default profile asks for, so no session could start; raise it", f.val, f.least)
+		}
+	}
+}
+
+// matrix checks the [matrix] section; an empty homeserver turns it off, and
+// then nothing else in it may be set (a half-written section is a mistake
+// the operator should hear about).
+func (v *validator) matrix(m Matrix, stateDir string) {
+	if m.Homeserver == "" {
+		if m.UserID != "" || m.PasswordFile != "" || m.AccessTokenFile != "" || len(m.Owners) > 0 {
+			v.addf("matrix.homeserver", "is empty, which turns the Matrix channel off, but other matrix keys are set; give the homeserver URL, e.g. https://matrix.example.org")
+		}
+		return
+	}
+	u, err := url.Parse(m.Homeserver)
+	switch {
+	case err != nil || u.Hostname() == "":
+		v.addf("matrix.homeserver", "%q is not a URL with a host; use e.g. https://matrix.example.org", m.Homeserver)
+	case u.User != nil:
+		v.addf("matrix.homeserver", "%q carries credentials; put the bot's password or token in matrix.password_file or matrix.access_token_file", u.Redacted())
+	case u.Scheme == "http":
+		// Plain http only to this machine: the access token travels with
+		// every request.
+		if ip, err := netip.ParseAddr(u.Hostname()); err != nil || !ip.IsLoopback() {
+			v.addf("matrix.homeserver", "%q uses plain http to another machine; use https (http is accepted for a loopback address only)", m.Homeserver)
+		}
+	case u.Scheme != "https":
+		v.addf("matrix.homeserver", "%q: scheme must be https", m.Homeserver)
+	}
+	if err == nil && ((u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "") {
+		v.addf("matrix.homeserver", "%q: give only scheme, host and port", m.Homeserver)
+	}
+	if err := policy.CheckMatrixUserID(m.UserID); err != nil {
+		v.addf("matrix.user_id", "%q: %v; give the bot's full user id, e.g. @ironclaw:example.org", m.UserID, err)
+	}
+	switch {
+	case m.PasswordFile == "" && m.AccessTokenFile == "":
+		v.addf("matrix.password_file", "the bot needs a password_file (or an access_token_file)")
+	case m.PasswordFile != "" && m.AccessTokenFile != "":
+		v.addf("matrix.access_token_file", "give a password_file or an access_token_file, not both")
+	}
+	for key, f := range map[string]string{"matrix.password_file": m.PasswordFile, "matrix.access_token_file": m.AccessTokenFile} {
+		if f != "" && v.absPath(key, f) {
+			v.outsideState(key, f, stateDir)
+		}
+	}
+	if len(m.Owners) == 0 {
+		v.addf("matrix.owners", "names nobody, so nobody could talk to the bot; list your exact user id, e.g. owners = [\"@you:example.org\"]")
+	}
+	for i, o := range m.Owners {
+		if err := policy.CheckMatrixUserID(o); err != nil {
+			v.addf("matrix.owners", "entry %d %q: %v; give an exact user id such as @you:example.org", i+1, o, err)
+		} else if o == m.UserID {
+			v.addf("matrix.owners", "entry %d is the bot itself; list the people who own it", i+1)
 		}
 	}
 }

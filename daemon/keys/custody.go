@@ -502,3 +502,10 @@ func loadPassphrase(src Source, check *checkFile) ([MasterKeySize]byte, error) {
 	defer clear(pass)
 	return p.derive(pass), nil
 }
+
+// ReadSecretFile reads a small secret file the config names (a Matrix
+// password or access token): a regular file, not a symlink, mode 0600 and
+// owned by the daemon's user, at most 4 KiB. what names it in errors.
+func ReadSecretFile(path, what string) ([]byte, error) {
+	return readSecretFile(path, secretFileRules{what: what, strict: true, max: 4096})
+}

@@ -69,7 +69,19 @@ func (in *Inbox) Head() uint64 {
 // Append seals bodies and commits them in one transaction, with consecutive
 // sequence numbers. It returns the last sequence number written.
 func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error) {
+	return in.AppendChecked(ctx, nil, bodies...)
+}
+
+// Check runs after rows are sealed and before they are committed, with the
+// sequence numbers they will have and the size of their encoded bodies; an
+// error stops the commit. The daemon audits there: a message that cannot be
+// audited is never written.
+type Check func(first, last uint64, size int) error
+
+// AppendChecked is Append with check run just before the commit.
+func (in *Inbox) AppendChecked(ctx context.Context, check Check, bodies ...wire.Body) (uint64, error) {
 	sealed := make([][]byte, len(bodies))
+	size := 0
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.conn == nil {
@@ -81,6 +93,7 @@ func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error
 		if err != nil {
 			return 0, fmt.Errorf("queue: encoding inbox row: %w", err)
 		}
+		size += len(data)
 		h := wire.Header{Session: in.session, Queue: wire.Inbox, Seq: in.head + uint64(i) + 1, Kind: b.Kind(), Time: now}
 		if sealed[i], err = wire.Seal(in.key, h, data); err != nil {
 			return 0, fmt.Errorf("queue: sealing inbox row: %w", err)
@@ -90,6 +103,11 @@ func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error
 		return 0, fmt.Errorf("queue: waiting for the agent's read lease: %w", err)
 	}
 	defer in.gate.UnlockWrite()
+	if check != nil {
+		if err := check(in.head+1, in.head+uint64(len(sealed)), size); err != nil {
+			return 0, err
+		}
+	}
 	if err := in.insert(sealed); err != nil {
 		return 0, err
 	}
@@ -112,6 +130,22 @@ func (in *Inbox) insert(sealed [][]byte) (err error) {
 		}
 	}
 	return nil
+}
+
+// Read returns the verified rows after seq after, read through the
+// writer's own connection (the daemon reading back what it wrote; the
+// agent's side reads under a lease instead).
+func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.conn == nil {
+		return nil, fmt.Errorf("queue: inbox is closed")
+	}
+	rows, err := queuedb.Read(in.conn, in.session, wire.Inbox, in.key, after, 0)
+	if err != nil {
+		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)
+	}
+	return rows, nil
 }
 
 // Close closes the database.

@@ -22,6 +22,9 @@ type Intent struct {
 	OutboxSeq uint64
 	TxnID     string
 	Created   time.Time
+	// Body is the reply text kept with the intent (TakeReplies), nil for an
+	// intent recorded with RecordIntent.
+	Body []byte
 }
 
 // Exactly-once delivery, from the user's view:
@@ -130,15 +133,25 @@ func (s *Store) PendingIntents(ctx context.Context, id wire.SessionID) ([]Intent
 		if err := activeSession(c, id); err != nil {
 			return err
 		}
-		return sqlitex.Execute(c, "SELECT outbox_seq, txn_id, created FROM delivery_intents WHERE session_id = ? ORDER BY outbox_seq", &sqlitex.ExecOptions{
+		return sqlitex.Execute(c, "SELECT outbox_seq, txn_id, created, body FROM delivery_intents WHERE session_id = ? ORDER BY outbox_seq", &sqlitex.ExecOptions{
 			Args: []any{id.String()},
 			ResultFunc: func(st *sqlite.Stmt) error {
-				out = append(out, Intent{
+				in := Intent{
 					Session:   id,
 					OutboxSeq: uint64(st.ColumnInt64(0)),
 					TxnID:     st.ColumnText(1),
 					Created:   time.Unix(0, st.ColumnInt64(2)).UTC(),
-				})
+				}
+				if st.ColumnType(3) != sqlite.TypeNull {
+					sealed := make([]byte, st.ColumnLen(3))
+					st.ColumnBytes(3, sealed)
+					body, err := openColumn(&s.key, intentsTable, id, in.OutboxSeq, sealed)
+					if err != nil {
+						return fmt.Errorf("outbox row %d: %w", in.OutboxSeq, err)
+					}
+					in.Body = body
+				}
+				out = append(out, in)
 				return nil
 			},
 		})
@@ -147,4 +160,68 @@ func (s *Store) PendingIntents(ctx context.Context, id wire.SessionID) ([]Intent
 		return nil, fmt.Errorf("store: listing delivery intents of session %s: %w", id, err)
 	}
 	return out, nil
+}
+
+// intentsTable names delivery_intents in sealed values.
+const intentsTable = "delivery_intents"
+
+// TakenReply is a reply row handed to TakeReplies.
+type TakenReply struct {
+	OutboxSeq uint64
+	TxnID     string
+	Body      []byte
+}
+
+// TakeReplies records that the outbox rows up to lastSeq were taken from the
+// agent: each reply becomes a delivery intent holding its text sealed (an
+// intent already recorded is kept as it is), and the outbox.delivered cursor
+// moves to lastSeq, all in one transaction. From then on the store, not the
+// agent's outbox, is the record of the reply: after a crash PendingIntents
+// returns it with its text, and the channel resends it under the same
+// transaction id until MarkDelivered.
+func (s *Store) TakeReplies(ctx context.Context, id wire.SessionID, lastSeq uint64, replies []TakenReply) error {
+	last, err := i64("outbox sequence", lastSeq)
+	if err != nil {
+		return err
+	}
+	sealed := make([][]byte, len(replies))
+	for i, r := range replies {
+		if r.OutboxSeq == 0 || r.OutboxSeq > lastSeq {
+			return fmt.Errorf("store: reply row %d is outside the rows taken (1..%d)", r.OutboxSeq, lastSeq)
+		}
+		if r.TxnID == "" || len(r.TxnID) > MaxTxnIDLen || !utf8.ValidString(r.TxnID) {
+			return fmt.Errorf("store: transaction id must be 1 to %d bytes of UTF-8", MaxTxnIDLen)
+		}
+		if sealed[i], err = sealColumn(&s.key, intentsTable, id, r.OutboxSeq, r.Body); err != nil {
+			return err
+		}
+	}
+	err = s.write(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		delivered, err := cursor(c, id, CursorOutboxDelivered)
+		if err != nil {
+			return err
+		}
+		for i, r := range replies {
+			if r.OutboxSeq <= delivered {
+				continue // taken before: delivered, or its intent already holds it
+			}
+			if err := sqlitex.Execute(c, `INSERT INTO delivery_intents (session_id, outbox_seq, txn_id, created, body)
+				VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id, outbox_seq) DO NOTHING`, &sqlitex.ExecOptions{
+				Args: []any{id.String(), int64(r.OutboxSeq), r.TxnID, s.now().UnixNano(), sealed[i]},
+			}); err != nil {
+				return err
+			}
+		}
+		if uint64(last) > delivered {
+			return setCursor(c, id, CursorOutboxDelivered, uint64(last))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: taking outbox rows up to %d of session %s: %w", lastSeq, id, err)
+	}
+	return nil
 }

@@ -120,7 +120,52 @@ BEGIN
 	DELETE FROM change_requests WHERE session_id = NEW.id;
 END;
 `,
-	// 3: daemon keys wrapped by the master key, and the key epoch, so that
+	// 3: channels. Reply text kept sealed with its delivery intent, so a
+	// reply taken from an outbox survives a crash until its channel has
+	// delivered it; the Matrix channel's account, sync progress and inbound
+	// events (deduplicated by event id, committed with the sync token).
+	`
+ALTER TABLE delivery_intents ADD COLUMN body BLOB; -- sealed reply text
+
+-- Crypto-erase takes a session's undelivered replies with it.
+CREATE TRIGGER delivery_intents_erase AFTER UPDATE OF state ON sessions
+	FOR EACH ROW WHEN NEW.state = 'erased'
+BEGIN
+	DELETE FROM delivery_intents WHERE session_id = NEW.id;
+END;
+
+CREATE TABLE matrix_account (
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	user_id    TEXT    NOT NULL CHECK (length(user_id) BETWEEN 3 AND 255),
+	device_id  TEXT    NOT NULL CHECK (length(device_id) BETWEEN 1 AND 255),
+	secrets    BLOB    NOT NULL, -- sealed: access token, recovery key, backup key
+	next_batch TEXT    NOT NULL DEFAULT '' CHECK (length(next_batch) <= 4096),
+	clean      INTEGER NOT NULL DEFAULT 0 CHECK (clean IN (0, 1)),
+	updated    INTEGER NOT NULL
+) STRICT;
+
+-- One row per Matrix event the channel accepted from a sync batch, in the
+-- same transaction that moves next_batch on: an event is never lost between
+-- the homeserver and the agent, and never taken twice (event_id is unique).
+CREATE TABLE matrix_inbound (
+	seq      INTEGER PRIMARY KEY CHECK (seq >= 1),
+	event_id TEXT    NOT NULL UNIQUE CHECK (length(event_id) BETWEEN 1 AND 255),
+	room_id  TEXT    NOT NULL CHECK (length(room_id) BETWEEN 1 AND 255),
+	sender   TEXT    NOT NULL CHECK (length(sender) BETWEEN 1 AND 255),
+	state    TEXT    NOT NULL CHECK (state IN ('new', 'handing', 'done', 'refused')),
+	body     BLOB,             -- sealed; NULL once handed on or refused
+	after    INTEGER NOT NULL DEFAULT 0 CHECK (after >= 0),
+	created  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX matrix_inbound_open ON matrix_inbound (state) WHERE state IN ('new', 'handing');
+
+-- Change requests already announced to the owners in Matrix.
+CREATE TABLE matrix_notices (
+	change_id TEXT    PRIMARY KEY CHECK (length(change_id) = 32),
+	created   INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+`,
+	// 4: daemon keys wrapped by the master key, and the key epoch, so that
 	// the master key can rotate in one transaction (daemon/rotate).
 	`
 -- The store's content key and the audit MAC key, each wrapped by the
@@ -139,5 +184,44 @@ CREATE TABLE key_epoch (
 	id    INTEGER PRIMARY KEY CHECK (id = 1),
 	epoch TEXT    NOT NULL CHECK (length(epoch) <= 64)
 ) STRICT;
+`,
+	// 5: what the agent keeps (memory, notes, schedules) and the history the
+	// model sees: the sandbox is disposable, the daemon is the record.
+	`
+-- One row per remembered fact, note or schedule. Sealed under the session's
+-- own key (not the content key), so erasing the session's key erases them
+-- even before the trigger below runs. name_mac is a keyed MAC of the name
+-- (lookups without unsealing; keyed so it confirms no guess). due is the next
+-- firing of a schedule (NULL otherwise), kept clear so the scheduler can find
+-- what is due without unsealing anything.
+CREATE TABLE records (
+	session_id TEXT    NOT NULL REFERENCES sessions (id),
+	kind       TEXT    NOT NULL CHECK (kind IN ('memory', 'note', 'schedule')),
+	name_mac   BLOB    NOT NULL CHECK (length(name_mac) = 32),
+	sealed     BLOB    NOT NULL, -- sealed under the session key
+	due        INTEGER,
+	updated    INTEGER NOT NULL,
+	CHECK ((kind = 'schedule') = (due IS NOT NULL)),
+	PRIMARY KEY (session_id, kind, name_mac)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX records_due ON records (due) WHERE due IS NOT NULL;
+
+-- The conversation as the daemon recorded it: user messages and schedule
+-- firings it wrote to the inbox, replies it accepted and delivered. seq is
+-- the inbox row that carried the turn. Only the newest turns are kept.
+CREATE TABLE history (
+	session_id TEXT    NOT NULL REFERENCES sessions (id),
+	seq        INTEGER NOT NULL CHECK (seq >= 1),
+	sealed     BLOB    NOT NULL, -- sealed under the session key
+	PRIMARY KEY (session_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TRIGGER records_erase AFTER UPDATE OF state ON sessions
+	FOR EACH ROW WHEN NEW.state = 'erased'
+BEGIN
+	DELETE FROM records WHERE session_id = NEW.id;
+	DELETE FROM history WHERE session_id = NEW.id;
+END;
 `,
 }

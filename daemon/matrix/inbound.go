@@ -1,0 +1,357 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/store"
+	"github.com/ironclaw/ironclaw/policy"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// pollInterval is how often recorded events are looked at again without a
+// sync waking the loop (held events whose sender was approved meanwhile,
+// events waiting for a room key).
+const pollInterval = 2 * time.Second
+
+func (c *Channel) inboundLoop(ctx context.Context) {
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		c.processInbound(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.inKick:
+		case <-t.C:
+		}
+	}
+}
+
+// processInbound takes every open recorded event in order of arrival.
+func (c *Channel) processInbound(ctx context.Context) {
+	evs, err := c.cfg.Store.MatrixOpen(ctx)
+	if err != nil {
+		c.log.Error("listing recorded Matrix events", "err", err)
+		return
+	}
+	blocked := map[id.RoomID]bool{} // keep each room's order: a held event holds the rest
+	for _, e := range evs {
+		if ctx.Err() != nil {
+			return
+		}
+		room := id.RoomID(e.RoomID)
+		if blocked[room] {
+			continue
+		}
+		done, err := c.handle(ctx, e)
+		if err != nil {
+			c.log.Warn("handling a Matrix event; will retry", "room", e.RoomID, "seq", e.Seq, "err", err)
+		}
+		if !done {
+			blocked[room] = true
+		}
+	}
+}
+
+// handle acts on one recorded event; done is false while it must wait.
+func (c *Channel) handle(ctx context.Context, e store.MatrixEvent) (done bool, err error) {
+	var in inbound
+	if err := json.Unmarshal(e.Body, &in); err != nil {
+		c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "undecodable record")
+		return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+	}
+	room, sender := id.RoomID(e.RoomID), id.UserID(e.Sender)
+	switch in.K {
+	case kindInvite:
+		return c.handleInvite(ctx, e, room, sender)
+	case kindMember:
+		return c.handleMember(ctx, e, room, sender)
+	case kindEncrypted:
+		return c.handleEncrypted(ctx, e, in, room, sender)
+	case kindRefuse:
+		return c.refuse(ctx, e, room, sender, in.Reason)
+	case kindMessage:
+		return c.handleMessage(ctx, e, in.Text, room, sender)
+	}
+	c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "unknown record kind")
+	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+}
+
+// contactState is where a stranger's request to talk stands.
+type contactState int
+
+const (
+	contactPending contactState = iota
+	contactApproved
+	contactDenied
+)
+
+// contact files (once) and follows a stranger's "add contact" request for
+// session. Never decides it: approvals happen in the console.
+func (c *Channel) contact(ctx context.Context, session wire.SessionID, user id.UserID, why string) (contactState, error) {
+	ok, err := c.allowed(ctx, session, true, user)
+	if err != nil || ok {
+		return contactApproved, err
+	}
+	if policy.CheckMatrixUserID(string(user)) != nil {
+		return contactDenied, nil
+	}
+	changes, err := c.cfg.Store.ListChanges(ctx, store.ChangeFilter{Session: &session, Kind: policy.KindContacts})
+	if err != nil {
+		return contactPending, err
+	}
+	for _, ch := range changes { // newest first
+		if ch.Requester != "channel:"+string(user) {
+			continue
+		}
+		switch ch.State {
+		case store.ChangePending:
+			return contactPending, nil
+		case store.ChangeDenied, store.ChangeRefused:
+			return contactDenied, nil
+		}
+		break // applied (and since removed) or stale: ask again
+	}
+	t, err := c.cfg.Gate.SubmitContact(ctx, session, string(user), why)
+	switch {
+	case errors.Is(err, gateway.ErrCoolingDown):
+		return contactDenied, nil
+	case errors.Is(err, gateway.ErrTooManyPending):
+		return contactPending, nil
+	case err != nil:
+		return contactPending, err
+	case t.State == gateway.StateApplied:
+		return contactApproved, nil
+	case t.State == gateway.StateRefused || t.State == gateway.StateDenied:
+		return contactDenied, nil
+	}
+	c.log.Info("contact request filed", "session", session.String(), "change", t.ID.String())
+	return contactPending, nil
+}
+
+func (c *Channel) handleInvite(ctx context.Context, e store.MatrixEvent, room id.RoomID, inviter id.UserID) (bool, error) {
+	session, has, err := c.session(ctx, room)
+	if err != nil {
+		return false, err
+	}
+	if !c.isOwner(inviter) {
+		if !has {
+			if n, err := c.strangerRooms(ctx); err != nil {
+				return false, err
+			} else if n >= c.cfg.MaxStrangerRooms {
+				c.cfg.Audit.Refuse("channel:"+string(inviter), "matrix.invite", string(room), "too many rooms wait for approval")
+				c.cli.LeaveRoom(ctx, room)
+				return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+			}
+		}
+		if session, err = c.cfg.Sup.Ensure(ctx, Binding(room)); err != nil {
+			return false, err
+		}
+		st, err := c.contact(ctx, session, inviter, "invited the bot to a room")
+		switch {
+		case err != nil:
+			return false, err
+		case st == contactPending:
+			return false, nil
+		case st == contactDenied:
+			c.cli.LeaveRoom(ctx, room) // decline the invite
+			c.audit("matrix.invite", string(room), "refused", "inviter "+string(inviter)+" is not an approved contact")
+			return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+		}
+	}
+	if _, err := c.cli.JoinRoomByID(ctx, room); err != nil {
+		return false, fmt.Errorf("joining %s: %w", room, err)
+	}
+	if !has {
+		// An owner's new room is a new conversation (audited by the
+		// supervisor as session.create).
+		if _, err := c.cfg.Sup.Ensure(ctx, Binding(room)); err != nil {
+			return false, err
+		}
+	}
+	c.subscribe(ctx, room)
+	if err := c.audit("matrix.join", string(room), "", "invited by "+string(inviter)); err != nil {
+		return false, err
+	}
+	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, 0)
+}
+
+// strangerRooms counts invites from non-owners still waiting for approval.
+func (c *Channel) strangerRooms(ctx context.Context) (int, error) {
+	evs, err := c.cfg.Store.MatrixOpen(ctx)
+	if err != nil {
+		return 0, err
+	}
+	rooms := map[string]bool{}
+	for _, e := range evs {
+		var in inbound
+		if json.Unmarshal(e.Body, &in) == nil && in.K == kindInvite && !c.isOwner(id.UserID(e.Sender)) {
+			if _, has, _ := c.session(ctx, id.RoomID(e.RoomID)); has {
+				rooms[e.RoomID] = true
+			}
+		}
+	}
+	return len(rooms), nil
+}
+
+func (c *Channel) handleMember(ctx context.Context, e store.MatrixEvent, room id.RoomID, who id.UserID) (bool, error) {
+	session, has, err := c.session(ctx, room)
+	if err != nil || !has {
+		return !has, err
+	}
+	st, err := c.contact(ctx, session, who, "joined a room the bot is in")
+	if err != nil || st == contactPending {
+		// Not done, but a member does not hold the room's other events:
+		// the bot simply stays silent while they are there (outbound.go).
+		return true, err
+	}
+	if st == contactDenied {
+		c.audit("matrix.member", string(room), "refused", string(who)+" is not an approved contact; the bot stays silent while they are in the room")
+	}
+	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, 0)
+}
+
+func (c *Channel) handleEncrypted(ctx context.Context, e store.MatrixEvent, in inbound, room id.RoomID, sender id.UserID) (bool, error) {
+	var evt event.Event
+	if err := json.Unmarshal(in.Raw, &evt); err != nil {
+		return c.refuse(ctx, e, room, sender, "I could not read that message")
+	}
+	evt.RoomID = room
+	if err := evt.Content.ParseRaw(evt.Type); err != nil {
+		return c.refuse(ctx, e, room, sender, "I could not read that message")
+	}
+	dec, err := c.mach.DecryptMegolmEvent(ctx, &evt)
+	if err == nil {
+		next := canonical(dec, true)
+		body, _ := json.Marshal(next)
+		if err := c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixNew, body, 0); err != nil {
+			return false, err
+		}
+		e.Body = body
+		return c.handle(ctx, e)
+	}
+	if time.Since(e.Created) < c.cfg.KeyWait {
+		if content := evt.Content.AsEncrypted(); content != nil {
+			c.mu.Lock()
+			asked := c.keyAsked[string(content.SessionID)]
+			c.keyAsked[string(content.SessionID)] = true
+			c.mu.Unlock()
+			if !asked {
+				c.helper.RequestSession(ctx, room, content.SenderKey, content.SessionID, sender, content.DeviceID)
+			}
+		}
+		return false, nil
+	}
+	// Reported to the sender and the operator, never dropped silently.
+	c.audit("matrix.undecryptable", string(room), "refused", "an event from "+string(sender)+" could not be decrypted: "+shortErr(err))
+	c.log.Warn("an undecryptable Matrix event", "room", string(room), "sender", string(sender), "err", shortErr(err))
+	return c.refuse(ctx, e, room, sender, "I could not decrypt that message. Please check that your client shares room keys with my device (verify it), then send it again.")
+}
+
+func shortErr(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// refuse tells an allowed sender why (encrypted where the room is; nothing
+// to a stranger, who may not be spoken to) and closes the event.
+func (c *Channel) refuse(ctx context.Context, e store.MatrixEvent, room id.RoomID, sender id.UserID, reason string) (bool, error) {
+	session, has, err := c.session(ctx, room)
+	if err != nil {
+		return false, err
+	}
+	c.cfg.Audit.Refuse("channel:"+string(sender), "matrix.refused", string(room), firstWords(reason))
+	if ok, _ := c.allowed(ctx, session, has, sender); ok && has {
+		if bad, err := c.unapproved(ctx, room, session); err == nil && len(bad) == 0 {
+			if err := c.sendNotice(ctx, room, "icr."+hashHex(e.EventID)[:32], reason); err != nil {
+				return false, err
+			}
+		}
+	}
+	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+}
+
+func firstWords(s string) string {
+	if i := strings.IndexAny(s, ";."); i > 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// handleMessage hands an allowed sender's message to the room's agent,
+// exactly once; a stranger's waits (sealed in the store) for the owner.
+func (c *Channel) handleMessage(ctx context.Context, e store.MatrixEvent, text string, room id.RoomID, sender id.UserID) (bool, error) {
+	session, has, err := c.session(ctx, room)
+	if err != nil {
+		return false, err
+	}
+	if !has {
+		if !c.isOwner(sender) {
+			return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+		}
+		if session, err = c.cfg.Sup.Ensure(ctx, Binding(room)); err != nil {
+			return false, err
+		}
+	}
+	c.subscribe(ctx, room)
+	st, err := c.contact(ctx, session, sender, "sent the bot a message")
+	switch {
+	case err != nil:
+		return false, err
+	case st == contactPending:
+		return false, nil // held: nothing of theirs reaches a sandbox
+	case st == contactDenied:
+		c.audit("matrix.message", string(room), "refused", "sender "+string(sender)+" is not an approved contact")
+		return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+	}
+	return true, c.handOff(ctx, e, text, room, sender)
+}
+
+// handOff writes the message into the session's inbox exactly once: the
+// event is marked "handing" (with what the inbox held) before, "done" after;
+// an event found "handing" after a crash is looked for in the inbox first.
+func (c *Channel) handOff(ctx context.Context, e store.MatrixEvent, text string, room id.RoomID, sender id.UserID) error {
+	b := Binding(room)
+	if e.State == store.MatrixHanding {
+		msgs, err := c.cfg.Sup.InboxMessages(ctx, b, e.After)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.From == string(sender) && m.Text == text {
+				return c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, m.Seq)
+			}
+		}
+	}
+	after, err := c.cfg.Store.MatrixLastHanded(ctx, string(room))
+	if err != nil {
+		return err
+	}
+	if err := c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixHanding, nil, after); err != nil {
+		return err
+	}
+	fault("matrix.before-inbox")
+	_, seq, err := c.cfg.Sup.Send(ctx, b, string(sender), text)
+	if seq == 0 {
+		return err // not written: tried again on the next pass
+	}
+	if err != nil {
+		// Written, but the sandbox did not start: the message waits in the
+		// inbox for it; the supervisor reports why.
+		c.log.Warn("message queued but its sandbox did not start", "room", string(room), "err", err)
+	}
+	fault("matrix.after-inbox")
+	c.setTyping(ctx, room, true)
+	return c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, seq)
+}
