@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -572,27 +573,12 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
 		return err
 	}
-	// The agent's progress is recorded after the delivery (a crash between
-	// the two leaves it behind, never ahead): inbox compaction and a
-	// restored session's agent go by it.
-	cursors := map[string]uint64{}
-	for _, r := range rows {
-		if b, ok := r.Body.(wire.Progress); ok {
-			cursors[store.CursorInboxConsumed] = max(cursors[store.CursorInboxConsumed], min(b.Inbox, c.inboxHead.Load()))
+	// Inbox retention goes by the agent's progress as applyRecords recorded
+	// it (inbox.handled), never by a Progress row it has not applied.
+	if slices.ContainsFunc(rows, func(r queue.Row) bool { _, ok := r.Body.(wire.Progress); return ok }) {
+		if handled, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled); err == nil {
+			s.compactInbox(ctx, c, handled)
 		}
-	}
-	if p, ok := cursors[store.CursorInboxConsumed]; ok {
-		if cur, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed); err != nil {
-			return err
-		} else if p < cur {
-			delete(cursors, store.CursorInboxConsumed) // a restarted agent re-reading: never backwards
-		}
-	}
-	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
-		return err
-	}
-	if p, ok := cursors[store.CursorInboxConsumed]; ok {
-		s.compactInbox(ctx, c, p)
 	}
 	s.refusedTools(c, rows)
 	if err := s.echoReplies(ctx, c, rows); err != nil {
