@@ -44,8 +44,9 @@ type manifest struct {
 // Backup writes a consistent backup archive of the running daemon's state
 // to w: the store as of one commit, then each session's inbox (taken after
 // the store, so every cursor the store holds is covered by its inbox), then
-// the audit log's durable entries (after the store, so the store's audit
-// anchor is inside the copy), the key check files and the pins. Nothing in
+// the Matrix crypto store if the channel ever ran, then the audit log's
+// durable entries (after the store, so the store's audit anchor is inside
+// the copy), the key check files and the pins. Nothing in
 // it is plaintext conversation and the master key is not in it. The backup
 // is audited before it starts; if that fails, there is no backup.
 func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err error) {
@@ -87,6 +88,16 @@ func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err err
 	if err := d.sup.BackupInboxes(ids, inboxCopy); err != nil {
 		return err
 	}
+	// The Matrix crypto store (its secrets pickled under a daemon key), if
+	// the channel ever ran.
+	crypto := filepath.Join(d.cfg.StateDir, MatrixDir, "crypto.db")
+	haveCrypto := false
+	if _, err := os.Lstat(crypto); err == nil {
+		if err := store.SnapshotFile(ctx, crypto, filepath.Join(tmp, "crypto.db")); err != nil {
+			return err
+		}
+		haveCrypto = true
+	}
 	af, err := os.OpenFile(filepath.Join(tmp, AuditFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -116,6 +127,10 @@ func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err err
 			continue
 		}
 		steps = append(steps, func() error { return bw.File(name, p) })
+	}
+	if haveCrypto {
+		steps = append(steps, func() error { return bw.Dir(MatrixDir) },
+			func() error { return bw.File(MatrixDir+"/crypto.db", filepath.Join(tmp, "crypto.db")) })
 	}
 	steps = append(steps, func() error { return bw.Dir("sessions") })
 	for _, id := range ids {

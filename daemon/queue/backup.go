@@ -65,4 +65,3 @@ func vacuumInto(conn *sqlite.Conn, path string) error {
 	}
 	return nil
 }
-

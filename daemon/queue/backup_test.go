@@ -72,4 +72,3 @@ func TestInboxBackupAndCompact(t *testing.T) {
 		t.Fatalf("read after compaction: %v %v", rows, err)
 	}
 }
-

@@ -127,4 +127,3 @@ func TestDaemonKeysAndRewrap(t *testing.T) {
 		t.Fatalf("sealed profile in the copy: %v", err)
 	}
 }
-
