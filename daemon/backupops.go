@@ -174,9 +174,9 @@ type RestoreOptions struct {
 // extracted, and again over what was extracted, into a private directory
 // beside the target that becomes the state directory only when everything
 // checked: a truncated, tampered or foreign archive writes nothing. Each
-// session gets a fresh, empty outbox (the store is the record the agent
-// resumes from); the audit log is verified against the store's anchor and
-// records the restore.
+// session gets a fresh outbox that continues where its delivered outbox
+// ended (queue.SeedOutbox); the audit log is verified against the store's
+// anchor and records the restore.
 func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptions) (err error) {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -295,12 +295,20 @@ func seedRestored(ctx context.Context, cfg config.Config, dir string, master *ke
 		if _, err := os.Stat(filepath.Join(inbox, wire.InboxFile)); err != nil {
 			return 0, fmt.Errorf("restore: session %s has no inbox in the backup", s.ID)
 		}
-		// A fresh, empty outbox, as `sessions reset-outbox` makes: the
-		// handshake tells the agent where to resume from the store's record.
-		if err := os.Mkdir(filepath.Join(sdir, wire.OutboxDir), 0o700); err != nil {
+		key, err := master.Unwrap(s.ID, s.WrappedKey)
+		if err != nil {
 			return 0, fmt.Errorf("restore: session %s: %w", s.ID, err)
 		}
-		if err := queue.ResetOutbox(sdir, queue.Owner{UID: supervisor.AgentUID, GID: supervisor.AgentUID}); err != nil {
+		delivered, err := st.Cursor(ctx, s.ID, store.CursorOutboxDelivered)
+		if err == nil {
+			var consumed uint64
+			consumed, err = st.Cursor(ctx, s.ID, store.CursorInboxConsumed)
+			if err == nil {
+				err = queue.SeedOutbox(sdir, s.ID, key, delivered, consumed, queue.Owner{UID: supervisor.AgentUID, GID: supervisor.AgentUID}, time.Now())
+			}
+		}
+		clear(key[:])
+		if err != nil {
 			return 0, fmt.Errorf("restore: session %s: %w", s.ID, err)
 		}
 		// The modes queue.Create gives: the sandbox user reads the inbox

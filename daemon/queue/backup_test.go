@@ -3,10 +3,13 @@ package queue
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/inbox"
+	"github.com/ironclaw/ironclaw/agentd/outbox"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/lease"
 )
@@ -70,5 +73,46 @@ func TestInboxBackupAndCompact(t *testing.T) {
 	defer r.Close()
 	if rows, err := r.Read(20, 0); err != nil || len(rows) != 1 || rows[0].Header.Seq != 21 {
 		t.Fatalf("read after compaction: %v %v", rows, err)
+	}
+}
+
+// A seeded outbox is what an agent's own outbox looks like after the daemon
+// took everything: the agent's writer reads its progress and continues the
+// sequence.
+func TestSeedOutbox(t *testing.T) {
+	id, _ := wire.NewSessionID()
+	key := &wire.Key{1, 2, 3}
+	dir := filepath.Join(t.TempDir(), id.String())
+	os.Mkdir(dir, 0o700)
+	if err := SeedOutbox(dir, id, key, 42, 17, NoChown, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	w, err := outbox.Open(filepath.Join(dir, wire.OutboxDir, wire.OutboxFile), id, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if p, err := w.Progress(); err != nil || p != 17 {
+		t.Fatalf("progress %d %v", p, err)
+	}
+	if w.Head() != 42 {
+		t.Fatalf("head %d", w.Head())
+	}
+	if seq, err := w.Append(wire.Reply{Text: "x", InReplyTo: 18}); err != nil || seq != 43 {
+		t.Fatalf("append: %d %v", seq, err)
+	}
+	// The daemon's reader accepts it, from what it took.
+	rows, err := (&OutboxReader{Path: filepath.Join(dir, wire.OutboxDir, wire.OutboxFile), Session: id, Key: key}).Snapshot(42, 0)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("daemon read: %v %v", rows, err)
+	}
+	if err := SeedOutbox(dir, id, key, 1, 1, NoChown, time.Now()); err == nil {
+		t.Fatal("seeded over an existing outbox")
+	}
+	// A session that never delivered gets an empty outbox.
+	dir2 := filepath.Join(t.TempDir(), "s")
+	os.Mkdir(dir2, 0o700)
+	if err := SeedOutbox(dir2, id, key, 0, 0, NoChown, time.Now()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -127,3 +127,20 @@ func TestDaemonKeysAndRewrap(t *testing.T) {
 		t.Fatalf("sealed profile in the copy: %v", err)
 	}
 }
+
+func TestAdvanceCursors(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	id, _ := mustCreate(t, s, "console:c")
+	if err := s.AdvanceCursors(ctx, id, map[string]uint64{CursorOutboxDelivered: 5, CursorInboxConsumed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	// One going back: neither moves.
+	err := s.AdvanceCursors(ctx, id, map[string]uint64{CursorOutboxDelivered: 9, CursorInboxConsumed: 2})
+	if !errors.Is(err, ErrBackwards) {
+		t.Fatalf("backwards: %v", err)
+	}
+	if v, _ := s.Cursor(ctx, id, CursorOutboxDelivered); v != 5 {
+		t.Fatalf("delivered moved to %d in a refused transaction", v)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
+	"github.com/ironclaw/ironclaw/daemon/store"
 	"zombiezen.com/go/sqlite"
 	"zombiezen.com/go/sqlite/sqlitex"
 )
@@ -60,14 +61,14 @@ func TestInboxRetentionPolicy(t *testing.T) {
 		t.Fatalf("after consuming 390: min seq %d, want %d", lo, head-100+1)
 	}
 	progress(10_000) // a lying agent: capped at what was written
-	if v, _ := st.Cursor(ctx, c.id, CursorInboxHandled); v != head {
+	if v, _ := st.Cursor(ctx, c.id, store.CursorInboxConsumed); v != head {
 		t.Fatalf("recorded consumed %d, want %d", v, head)
 	}
 	if lo := span(); lo != int64(head-100+1) {
 		t.Fatalf("min seq %d after a lying progress", lo)
 	}
 	progress(5) // backwards (a restarted agent re-reading): recorded stays
-	if v, _ := st.Cursor(ctx, c.id, CursorInboxHandled); v != head {
+	if v, _ := st.Cursor(ctx, c.id, store.CursorInboxConsumed); v != head {
 		t.Fatalf("consumed went back to %d", v)
 	}
 }

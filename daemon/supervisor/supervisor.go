@@ -25,7 +25,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -438,7 +437,7 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	// Resume the lifecycle's view from the record: what was written, and
 	// what the agent last said it handled.
 	c.inboxHead.Store(c.wall.InboxHead())
-	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, CursorInboxHandled); err == nil {
+	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, store.CursorInboxConsumed); err == nil {
 		c.progress.Store(min(handled, c.wall.InboxHead()))
 	}
 	s.running[sess.ID] = c
@@ -559,7 +558,7 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// after that loses nothing: the channel finds the intent (Undelivered)
 	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
-	// Record operations and progress are idempotent: applied before the
+	// Record operations are idempotent: applied before the
 	// cursor moves, so a failure offers them again (records.go).
 	if err := s.applyRecords(ctx, c, rows); err != nil {
 		return err
@@ -573,16 +572,27 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
 		return err
 	}
-	// Inbox retention goes by the agent's progress as applyRecords recorded
-	// it (inbox.handled), never by a Progress row it has not applied.
-	if slices.ContainsFunc(rows, func(r queue.Row) bool { _, ok := r.Body.(wire.Progress); return ok }) {
-		if handled, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled); err == nil {
-			s.compactInbox(ctx, c, handled)
+	// The agent's progress is recorded after the delivery (a crash between
+	// the two leaves it behind, never ahead): inbox compaction and a
+	// restored session's agent go by it.
+	cursors := map[string]uint64{}
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Progress); ok {
+			cursors[store.CursorInboxConsumed] = max(cursors[store.CursorInboxConsumed], min(b.Inbox, c.inboxHead.Load()))
 		}
 	}
-	s.refusedTools(c, rows)
-	if err := s.echoReplies(ctx, c, rows); err != nil {
-		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		if cur, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed); err != nil {
+			return err
+		} else if p < cur {
+			delete(cursors, store.CursorInboxConsumed) // a restarted agent re-reading: never backwards
+		}
+	}
+	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
+		return err
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		s.compactInbox(ctx, c, p)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
@@ -621,6 +631,11 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 				c.touch()
 			}
 		}
+	}
+	// Off the turn's critical path: the replies are on their way.
+	s.refusedTools(c, rows)
+	if err := s.echoReplies(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
 	}
 	return nil
 }
