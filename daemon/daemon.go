@@ -275,6 +275,7 @@ type Daemon struct {
 	agent            *supervisor.InstalledAgent // the installed agent binary, hashed when asked
 	pinMu            sync.Mutex                 // serialises PinInstalledAgent
 	newSessionDigest atomic.Value               // string: the agent digest new sessions pin
+	backupMu         sync.Mutex                 // serialises Backup (one staging directory at a time)
 }
 
 // NewSessionDigest is the agent digest a new session's first profile pins.
