@@ -52,6 +52,7 @@ type Supervisor interface {
 	Delivered(ctx context.Context, session wire.SessionID, seq uint64) error
 	Ensure(ctx context.Context, binding string) (wire.SessionID, error)
 	InboxMessages(ctx context.Context, binding string, after uint64) ([]supervisor.InboxMessage, error)
+	Wake(ctx context.Context, binding string) error
 }
 
 // Gate files contact requests (daemon/gateway); it never decides them.

@@ -171,6 +171,9 @@ func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
 // own writes; for a channel recovering an interrupted hand-off).
 func (w *Wall) InboxRows(after uint64) ([]queue.Row, error) { return w.inbox.Read(after) }
 
+// InboxHead is the sequence number of the last inbox row written.
+func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
+
 // Leases exposes the inbox lease manager (for measurements).
 func (w *Wall) Leases() *lease.Manager { return w.leases }
 
