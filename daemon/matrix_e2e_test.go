@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,7 +87,11 @@ func newMatrixInstall(t *testing.T, rateLimit bool) *mxInstall {
 // start runs the daemon; with fault set, it kills itself at that point once.
 func (m *mxInstall) start(fault string) {
 	m.t.Helper()
-	cmd := exec.Command(faultBinary(m.t), "--config", m.config, "serve")
+	bin := filepath.Join(m.bin, "ironclaw")
+	if fault != "" {
+		bin = faultBinary(m.t)
+	}
+	cmd := exec.Command(bin, "--config", m.config, "serve")
 	cmd.Env = os.Environ()
 	if fault != "" {
 		os.WriteFile(m.faultFile, nil, 0o600)
@@ -395,4 +400,52 @@ func noSecrets(t *testing.T, in *install, secrets []string) {
 	if files < 5 {
 		t.Fatalf("scanned only %d files", files)
 	}
+}
+
+// Benchmark (IRONCLAW_BENCH=1): owner's message → the agent's reply seen by
+// the owner's client, in an encrypted room, against a plain round trip
+// between two clients on the same homeserver in the same run (the peer
+// echoes each message at once, also encrypted). The echo agent takes no
+// model time, so nothing needs subtracting.
+func TestMatrixRoundTripBenchmark(t *testing.T) {
+	if os.Getenv("IRONCLAW_BENCH") == "" {
+		t.Skip("set IRONCLAW_BENCH=1 (just bench)")
+	}
+	m := newMatrixInstall(t, false)
+	m.start("")
+	owner := m.hs.Login(t, m.owner, ownerPass)
+	room := owner.CreateRoom(false, m.bot)
+	owner.WaitJoined(room, m.bot, 60*time.Second)
+	peerID := m.hs.Register(t, "peer", "peer-pass-1")
+	peer := m.hs.Login(t, peerID, "peer-pass-1")
+	peer.Echo()
+	proom := owner.CreateRoom(false, peerID)
+	owner.WaitJoined(proom, peerID, 60*time.Second)
+
+	const warm, n = 3, 30
+	measure := func(r id.RoomID, from id.UserID, label string) []time.Duration {
+		var ds []time.Duration
+		for i := range warm + n {
+			body := fmt.Sprintf("%s round trip %d", label, i)
+			start := time.Now()
+			owner.Send(r, body)
+			owner.WaitFor(r, from, 60*time.Second, func(ms []mxtest.Message) bool { return mxtest.Count(ms, body) >= 1 })
+			if i >= warm {
+				ds = append(ds, time.Since(start))
+			}
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	// Interleave the two so machine noise hits both alike.
+	var bot, base []time.Duration
+	for range 3 {
+		base = append(base, measure(proom, peerID, "peer")...)
+		bot = append(bot, measure(room, m.bot, "bot")...)
+	}
+	slices.Sort(bot)
+	slices.Sort(base)
+	p := func(ds []time.Duration, q float64) time.Duration { return ds[int(q*float64(len(ds)-1))] }
+	t.Logf("matrix round trip, encrypted room, %d each: ironclaw p50 %v p90 %v; two clients p50 %v p90 %v; ratio p50 %.2fx",
+		len(bot), p(bot, .5), p(bot, .9), p(base, .5), p(base, .9), float64(p(bot, .5))/float64(p(base, .5)))
 }

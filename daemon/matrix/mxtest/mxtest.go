@@ -156,6 +156,15 @@ type Client struct {
 	mu     sync.Mutex
 	events []*event.Event // decrypted (or plaintext) room messages and notices, in order
 	wake   chan struct{}
+	echo   bool // guarded by mu: answer every message from others with its own text
+}
+
+// Echo makes the client answer every text message from someone else with
+// the same text, at once: the baseline a bot is measured against.
+func (c *Client) Echo() {
+	c.mu.Lock()
+	c.echo = true
+	c.mu.Unlock()
 }
 
 // Login logs user in with password and starts syncing with encryption.
@@ -195,7 +204,11 @@ func (h *Homeserver) Login(t testing.TB, user id.UserID, password string) *Clien
 	syncer.OnEventType(event.EventMessage, func(ctx context.Context, evt *event.Event) {
 		c.mu.Lock()
 		c.events = append(c.events, evt)
+		echo := c.echo && evt.Sender != cli.UserID
 		c.mu.Unlock()
+		if echo {
+			go cli.SendText(context.Background(), evt.RoomID, evt.Content.AsMessage().Body)
+		}
 		select {
 		case c.wake <- struct{}{}:
 		default:
