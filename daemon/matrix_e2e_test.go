@@ -277,6 +277,21 @@ func TestMatrixEndToEnd(t *testing.T) {
 	}
 	waitExactlyOnce(t, stranger, room2, m.bot, "hi from "+markers[3])
 
+	// The bot's device is cross-signed (the owner's client sees it so
+	// without verifying anything by hand) and its room keys are backed up.
+	for dev, ts := range owner.DeviceTrust(m.bot) {
+		if ts < id.TrustStateCrossSignedTOFU || ts == id.TrustStateBlacklisted {
+			t.Errorf("the bot's device %s has trust %s in the owner's client, want cross-signed", dev, ts)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Contains(m.hs.BackedUpRooms(t, m.bot, botPass), room) {
+		if time.Now().After(deadline) {
+			t.Fatal("the room's keys never reached the bot's key backup")
+		}
+		time.Sleep(2 * time.Second)
+	}
+
 	// After the whole encrypted conversation, with the daemon stopped: no
 	// message text, no Megolm session key, no password anywhere under the
 	// state or runtime directory.
@@ -324,6 +339,39 @@ func TestMatrixCrashes(t *testing.T) {
 
 	m.stop()
 	noSecrets(t, m.install, append(markers, botPass))
+}
+
+// Under the homeserver's rate limit the bot waits as told
+// (M_LIMIT_EXCEEDED, retry_after_ms) and every reply arrives exactly once.
+func TestMatrixRateLimited(t *testing.T) {
+	m := newMatrixInstall(t, true)
+	m.start("")
+	owner := m.hs.Login(t, m.owner, ownerPass)
+	room := owner.CreateRoom(false, m.bot)
+	owner.WaitJoined(room, m.bot, 90*time.Second)
+	var bodies []string
+	for i := range 12 {
+		bodies = append(bodies, fmt.Sprintf("burst %d", i))
+		owner.Send(room, bodies[i])
+	}
+	owner.WaitFor(room, m.bot, 120*time.Second, func(ms []mxtest.Message) bool {
+		for _, b := range bodies {
+			if mxtest.Count(ms, b) < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	time.Sleep(5 * time.Second)
+	ms := owner.Messages(room, m.bot)
+	for _, b := range bodies {
+		if n := mxtest.Count(ms, b); n != 1 {
+			t.Errorf("%q arrived %d times", b, n)
+		}
+	}
+	if !strings.Contains(m.logs.String(), "rate limited by the homeserver") {
+		t.Error("the homeserver never rate-limited the bot: the test proves nothing")
+	}
 }
 
 // waitSession waits until room has a session and returns its id.

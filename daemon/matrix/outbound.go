@@ -121,13 +121,15 @@ func (c *Channel) send(ctx context.Context, room id.RoomID, content map[string]a
 	backoff := 500 * time.Millisecond
 	var err error
 	for attempt := 0; attempt < maxSendAttempts; attempt++ {
-		_, err = c.cli.SendMessageEvent(ctx, room, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
+		_, err = c.cli.SendMessageEvent(oneAttempt(ctx), room, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
 		if err == nil {
 			return nil
 		}
 		wait, limited := retryAfter(err)
 		var he mautrix.HTTPError
-		if !limited {
+		if limited {
+			c.log.Info("rate limited by the homeserver; waiting as it asks", "room", string(room), "wait", wait)
+		} else {
 			if errors.As(err, &he) && he.Response != nil && he.Response.StatusCode >= 400 && he.Response.StatusCode < 500 {
 				return fmt.Errorf("sending to %s: %w", room, err) // not going to change by retrying now
 			}

@@ -61,7 +61,7 @@ client_api:
   registration_disabled: true
   guests_disabled: true
   registration_shared_secret: %[2]q
-  rate_limiting: {enabled: %[3]v, threshold: 5, cooloff_ms: 500}
+  rate_limiting: {enabled: %[3]v, threshold: 5, cooloff_ms: 500, exempt_user_ids: ["@owner:localhost", "@stranger:localhost", "@peer:localhost"]}
 federation_api: {database: {connection_string: "file:%[1]s/federation.db"}}
 key_server: {database: {connection_string: "file:%[1]s/keyserver.db"}}
 media_api: {base_path: %[1]s/media, database: {connection_string: "file:%[1]s/media.db"}}
@@ -74,8 +74,9 @@ logging: [{type: std, level: warn}]
 `
 
 // Start runs a Dendrite on a free loopback port until the test ends.
-// rateLimit turns the homeserver's rate limiting on (5 requests, then
-// M_LIMIT_EXCEEDED with retry_after_ms).
+// rateLimit turns the homeserver's rate limiting on for every user but the
+// test's people (owner, stranger, peer): 5 requests, then M_LIMIT_EXCEEDED
+// with retry_after_ms.
 func Start(t testing.TB, rateLimit bool) *Homeserver {
 	t.Helper()
 	bin := BinDir()
@@ -363,6 +364,59 @@ func (c *Client) SessionKeysOf(room id.RoomID) []string {
 		if err == nil {
 			out = append(out, string(k))
 		}
+	}
+	return out
+}
+
+// DeviceTrust returns the trust state this client resolves for each of
+// user's devices (fetching their keys first).
+func (c *Client) DeviceTrust(user id.UserID) map[id.DeviceID]id.TrustState {
+	c.t.Helper()
+	ctx := context.Background()
+	mach := c.helper.Machine()
+	devs, err := mach.FetchKeys(ctx, []id.UserID{user}, true)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[id.DeviceID]id.TrustState{}
+	for d, dev := range devs[user] {
+		ts, err := mach.ResolveTrustContext(ctx, dev)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		out[d] = ts
+	}
+	return out
+}
+
+// BackedUpRooms logs in as user (a new, throwaway device without
+// encryption) and lists the rooms with keys in the account's latest key
+// backup, then logs that device out.
+func (h *Homeserver) BackedUpRooms(t testing.TB, user id.UserID, password string) []id.RoomID {
+	t.Helper()
+	ctx := context.Background()
+	cli, err := mautrix.NewClient(h.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Log = zerolog.Nop()
+	if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(user)},
+		Password:   password, StoreCredentials: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Logout(ctx)
+	v, err := cli.GetKeyBackupLatestVersion(ctx)
+	if err != nil {
+		t.Fatalf("no key backup for %s: %v", user, err)
+	}
+	keys, err := cli.GetKeyBackup(ctx, v.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []id.RoomID
+	for r := range keys.Rooms {
+		out = append(out, r)
 	}
 	return out
 }
