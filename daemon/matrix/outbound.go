@@ -190,7 +190,8 @@ func (c *Channel) alreadySent(ctx context.Context, room id.RoomID, txn string) (
 	return false, nil
 }
 
-// setTyping shows or clears the bot's typing notice (best effort).
+// setTyping shows or clears the bot's typing notice. Best effort and off
+// the message's path: the request runs on its own, owned by the channel.
 func (c *Channel) setTyping(ctx context.Context, room id.RoomID, on bool) {
 	c.mu.Lock()
 	was := c.typing[room]
@@ -199,7 +200,13 @@ func (c *Channel) setTyping(ctx context.Context, room id.RoomID, on bool) {
 	if was == on && !on {
 		return
 	}
-	if _, err := c.cli.UserTyping(ctx, room, on, 60*time.Second); err != nil {
-		c.log.Debug("typing notice", "room", string(room), "err", err)
-	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := c.cli.UserTyping(tctx, room, on, 60*time.Second); err != nil {
+			c.log.Debug("typing notice", "room", string(room), "err", err)
+		}
+	}()
 }
