@@ -227,7 +227,10 @@ type Daemon struct {
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
-	matrix *matrix.Channel // nil when the config has no [matrix]
+	// matrixCfg is the Matrix channel's checked config (nil without
+	// [matrix]); matrix the connected channel, once runMatrix has it.
+	matrixCfg *matrix.Config
+	matrix    atomic.Pointer[matrix.Channel]
 
 	installed        string       // digest of the installed agent binary
 	pinMu            sync.Mutex   // serialises PinInstalledAgent
@@ -443,9 +446,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	var matrixDone chan error
 	mctx, stopMatrix := context.WithCancel(ctx)
 	defer stopMatrix()
-	if d.matrix != nil {
+	if d.matrixCfg != nil {
 		matrixDone = make(chan error, 1)
-		go func() { matrixDone <- d.matrix.Run(mctx) }()
+		go func() { matrixDone <- d.runMatrix(mctx) }()
 	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
@@ -458,7 +461,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			// A revoked token stops the channel, not the daemon.
 			d.log.Error("the Matrix channel stopped; other channels keep running", "err", merr)
 			matrixDone = nil
-			d.matrix.Close()
 		case <-tick.C:
 			if seq, _ := d.audit.Head(); seq != anchored {
 				if err := anchor(ctx, d.store, d.audit); err != nil {
@@ -479,7 +481,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		if merr := <-matrixDone; merr != nil {
 			d.log.Error("the Matrix channel stopped", "err", merr)
 		}
-		d.matrix.Close()
 	}
 	err = d.sup.Close(stopCtx)
 	// runsc bind-mounts an empty network namespace into its state root and
