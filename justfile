@@ -4,6 +4,10 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 bindir := env_var_or_default("IRONCLAW_BINDIR", "/opt/ironclaw/bin")
+# The Ollama server the model tests run against (tests only; never shipped).
+# Test-only servers (Ollama, Dendrite) are built into one directory of their own.
+test_bindir := "/opt/ironclaw-test/bin"
+ollama_bindir := test_bindir
 version := `git describe --always --dirty 2>/dev/null || echo dev`
 ldflags := "-s -w -X github.com/ironclaw/ironclaw/daemon.Version=" + version
 
@@ -16,6 +20,12 @@ build:
     mkdir -p bin
     CGO_ENABLED=0 go build -tags goolm -trimpath -ldflags '{{ldflags}}' -o bin/ironclaw ./cmd/ironclaw
     images/build.sh ./cmd/agentd images/out
+
+# Record the digest of the agentd this source builds (images/agentd.sha256) for a release.
+release-pin:
+    images/build.sh ./cmd/agentd images/out
+    sed -i "s/^[0-9a-f]\{64\}  agentd$/$(sha256sum images/out/agentd | cut -d' ' -f1)  agentd/" images/agentd.sha256
+    grep agentd$ images/agentd.sha256
 
 # Install runsc (pinned) and the binaries into {{bindir}}.
 setup: build
@@ -33,10 +43,11 @@ up: setup
 # private network namespace (only loopback exists there).
 test: check
     .ci/install-runsc.sh {{bindir}}
-    .ci/install-dendrite.sh /opt/ironclaw-test/bin
+    .ci/install-ollama.sh {{ollama_bindir}}
+    .ci/install-dendrite.sh {{test_bindir}}
     go mod download
     go test -tags goolm -race -count=1 -run '^$' ./... > /dev/null
-    unshare -n -- bash -c 'ip link set lo up && GOFLAGS=-mod=mod GOPROXY=off go test -tags goolm -race -count=1 -timeout 20m ./...'
+    unshare -n -- bash -c 'ip link set lo up && IRONCLAW_TEST_OLLAMA={{ollama_bindir}}/ollama GOFLAGS=-mod=mod GOPROXY=off go test -tags goolm -race -count=1 -timeout 20m ./...'
 
 # gofmt and go vet.
 check:

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,12 +23,16 @@ import (
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/admin"
+	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/matrix"
+	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
+	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 	"github.com/ironclaw/ironclaw/images"
@@ -185,16 +188,24 @@ func writeNew(path, content string) error {
 }
 
 func openStores(cfg config.Config, master *keys.Master) (*store.Store, *audit.Log, error) {
+	// The store's content key and the audit MAC key are kept wrapped in the
+	// store (so the master key can rotate, daemon/rotate); a store made
+	// before that adopts the master-derived subkeys it has always used.
 	ck := master.SubKey(purposeStore)
 	defer clear(ck[:])
-	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	st, err := store.OpenWrapped(filepath.Join(cfg.StateDir, StoreFile), master, purposeStore, &ck)
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := []audit.Option{}
-	ak := master.SubKey(purposeAudit)
+	legacy := master.SubKey(purposeAudit)
+	defer clear(legacy[:])
+	ak, err := st.DaemonKey(context.Background(), master, purposeAudit, &legacy)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
 	defer clear(ak[:])
-	opts = append(opts, audit.WithKey(ak[:]))
+	opts := []audit.Option{audit.WithKey(ak[:])}
 	seq, hash, ok, err := st.AuditAnchor(context.Background())
 	if err != nil {
 		st.Close()
@@ -227,6 +238,8 @@ type Daemon struct {
 	audit  *audit.Log
 	sup    *supervisor.Supervisor
 	gw     *gateway.Gateway
+	sched  *scheduler.Scheduler
+	ops    *operator.Service
 	// matrixCfg is the Matrix channel's checked config (nil without
 	// [matrix]); matrix the connected channel, once runMatrix has it.
 	matrixCfg *matrix.Config
@@ -301,6 +314,13 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, keys.CheckFileName)); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not initialised: run `ironclaw init` first", cfg.StateDir)
 	}
+	// A key rotation a crash interrupted is finished or undone first, so
+	// that exactly one master key opens the state (daemon/rotate).
+	if done, err := rotate.Recover(cfg.StateDir, filepath.Join(cfg.StateDir, StoreFile)); err != nil {
+		return nil, err
+	} else if done != "" {
+		log.Warn("an interrupted master key rotation was "+done, "state", cfg.StateDir)
+	}
 	master, err := keys.Load(keySource(cfg, passphrase))
 	if err != nil {
 		return nil, err
@@ -356,20 +376,26 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if err := os.Chmod(cfg.RuntimeDir, 0o700); err != nil {
 		return nil, err
 	}
-	sink := &changeSink{}
+	sink := &changeSink{hub: operator.NewHub()}
+	wake := &scheduleWaker{}
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
-		MemoryMiB: cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
+		ModelUpstream: cfg.Model.OllamaURL,
+		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
-		MaxRunning: int(cfg.Limits.MaxRunningSandboxes),
-		Changes:    sink,
-		Log:        log,
+		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
+		MaxSessions: int(cfg.Limits.MaxSessions), CopyBudgetMiB: cfg.Limits.OutboxCopyBudgetMiB,
+		Changes:   sink,
+		Schedules: wake,
+		Log:       log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	d.sched = scheduler.New(scheduler.Config{Store: d.store, Target: d.sup, Log: log})
+	wake.s = d.sched
 	// Whatever a previous daemon left running or mounted goes before anything starts.
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
@@ -379,6 +405,9 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		return nil, err
 	}
 	sink.gw = d.gw
+	if d.ops, err = d.operatorService(sink.hub); err != nil {
+		return nil, err
+	}
 	if err := d.openMatrix(ctx); err != nil {
 		return nil, err
 	}
@@ -400,16 +429,29 @@ func hostFacts(cfg config.Config, digest string) policy.Host {
 }
 
 // changeSink hands agents' change requests to the gateway (set once the
-// gateway exists; nothing is delivered before Serve).
-type changeSink struct{ gw *gateway.Gateway }
+// gateway exists; nothing is delivered before Serve) and tells open
+// consoles.
+type changeSink struct {
+	gw  *gateway.Gateway
+	hub *operator.Hub
+}
 
 func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	_, err := c.gw.Submit(ctx, gateway.Request{
+	t, err := c.gw.Submit(ctx, gateway.Request{
 		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
 		Reason: req.Reason, Proposed: []byte(req.Proposed),
 	})
+	if err == nil {
+		c.hub.Publish(api.Event{Kind: api.EventChange, ID: t.ID.String(), What: "filed"})
+	}
 	return err
 }
+
+// scheduleWaker tells the scheduler about new schedules (set once the
+// scheduler exists, before Serve).
+type scheduleWaker struct{ s *scheduler.Scheduler }
+
+func (w *scheduleWaker) Changed() { w.s.Changed() }
 
 func (d *Daemon) close() {
 	if d.audit != nil {
@@ -433,9 +475,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := anchor(ctx, d.store, d.audit); err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	d.routes(mux)
-	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), mux)
+	adm, err := admin.Listen(filepath.Join(d.cfg.RuntimeDir, AdminSocket), d.adminRoutes())
 	if err != nil {
 		return err
 	}
@@ -452,6 +492,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
+	// Schedules fire from now on; missed ones fire once, marked late.
+	schedCtx, stopSched := context.WithCancel(ctx)
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- d.sched.Run(schedCtx) }()
 	var anchored uint64
 	for running := true; running; {
 		select {
@@ -482,6 +526,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			d.log.Error("the Matrix channel stopped", "err", merr)
 		}
 	}
+	stopSched()
+	<-schedDone
 	err = d.sup.Close(stopCtx)
 	// runsc bind-mounts an empty network namespace into its state root and
 	// never unmounts it; with every sandbox gone, this daemon does.
@@ -514,14 +560,21 @@ func OpenVerifier(ctx context.Context, cfg config.Config, passphrase io.Reader) 
 		return nil, err
 	}
 	defer master.Destroy()
-	v := &Verifier{key: master.SubKey(purposeAudit)}
 	ck := master.SubKey(purposeStore)
 	defer clear(ck[:])
-	st, err := store.Open(filepath.Join(cfg.StateDir, StoreFile), &ck)
+	st, err := store.OpenWrapped(filepath.Join(cfg.StateDir, StoreFile), master, purposeStore, &ck)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Close()
+	legacy := master.SubKey(purposeAudit)
+	defer clear(legacy[:])
+	ak, err := st.DaemonKey(ctx, master, purposeAudit, &legacy)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{key: *ak}
+	clear(ak[:])
 	seq, hash, ok, err := st.AuditAnchor(ctx)
 	if err != nil {
 		return nil, err

@@ -2,8 +2,10 @@
 // them, handle them, write the results to the outbox, ring the doorbell. It
 // runs inside the sandbox and trusts nothing but its session key.
 //
-// Today the handler is an echo (the model-backed loop comes with the model
-// proxy); the loop around it — leases, progress, doorbells — is final.
+// The handler is Brain (brain.go), which asks the model through a
+// model.Provider and runs the compiled-in tools; Echo stays for the wall's
+// stress tests. The loop around it — leases, progress, doorbells, resuming
+// from the daemon's record — is the same for both.
 package agent
 
 import (
@@ -31,6 +33,21 @@ type Loop struct {
 	Log    *slog.Logger
 	Batch  int           // rows per lease; 256 if zero
 	Wait   time.Duration // how long one lease request waits for rows; 25 s if zero
+	// Resume is where the daemon's record says to start (from the
+	// handshake). The outbox is disposable: when it was lost, this keeps the
+	// agent from answering old messages again or reusing outbox sequence
+	// numbers; when it survived, its own progress is at least as far.
+	Resume Resume
+}
+
+// Resume says where to start, from the daemon's record.
+type Resume struct {
+	Handled     uint64 // last inbox row recorded as handled
+	OutboxTaken uint64 // last outbox row the daemon took
+	// State is the first of the rows the daemon writes at every start: the
+	// current profile, then the session's State. They are handed to the
+	// handler first, before any row after Handled.
+	State uint64
 }
 
 // Run loops until ctx ends or something fails. A failure ends the agent: the
@@ -53,6 +70,19 @@ func (l *Loop) run(ctx context.Context) error {
 	cursor, err := l.Outbox.Progress()
 	if err != nil {
 		return err
+	}
+	cursor = max(cursor, l.Resume.Handled)
+	l.Outbox.Continue(l.Resume.OutboxTaken)
+	if l.Resume.State > cursor {
+		// The handler learns its memory, notes, schedules and history before
+		// it answers anything; it meets the row again in order and skips it.
+		rows, err := l.readStart(ctx, l.Resume.State)
+		if err != nil {
+			return err
+		}
+		if _, err := l.Handle(ctx, rows); err != nil {
+			return err
+		}
 	}
 	// Anything committed before a crash but not yet announced is announced
 	// now, so the daemon never waits on a doorbell that was lost.
@@ -129,6 +159,22 @@ func (l *Loop) read(ctx context.Context, cursor uint64) ([]queuedb.Row, error) {
 			return nil, fmt.Errorf("agent: %w", readErr)
 		}
 		return rows, nil
+	}
+}
+
+// readStart reads the start rows from seq (under a lease): up to and
+// including the first State row, at most a few.
+func (l *Loop) readStart(ctx context.Context, seq uint64) ([]queuedb.Row, error) {
+	for {
+		rows, err := l.read(ctx, seq-1)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range rows {
+			if r.Header.Kind == wire.KindState || i == 3 {
+				return rows[:i+1], nil
+			}
+		}
 	}
 }
 

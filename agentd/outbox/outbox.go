@@ -48,6 +48,15 @@ func Open(path string, session wire.SessionID, key *wire.Key) (*Writer, error) {
 	return w, nil
 }
 
+// Continue makes the next row follow seq if the outbox is behind it: a fresh
+// outbox (the old one was lost or reset) must not reuse sequence numbers the
+// daemon has already taken.
+func (w *Writer) Continue(seq uint64) {
+	if w.head < seq {
+		w.head = seq
+	}
+}
+
 // Head is the sequence number of the last committed row.
 func (w *Writer) Head() uint64 { return w.head }
 

@@ -67,7 +67,7 @@ func Default(model, agentDigest string) Profile {
 	return Profile{
 		Instructions: "You are a helpful personal assistant. Answer briefly and truthfully.",
 		Model:        model,
-		Tools:        wire.Tools(),
+		Tools:        wire.DefaultTools(),
 		Limits: Limits{
 			MemoryMiB:      256,
 			CPUMillis:      500,

@@ -55,27 +55,11 @@ func Read(conn *sqlite.Conn, session wire.SessionID, q wire.Queue, key *wire.Key
 	err := sqlitex.Execute(conn, "SELECT seq, typeof(sealed), sealed FROM rows WHERE seq > ? ORDER BY seq LIMIT ?", &sqlitex.ExecOptions{
 		Args: []any{int64(after), limit},
 		ResultFunc: func(s *sqlite.Stmt) error {
-			seq := s.ColumnInt64(0)
-			if seq < 0 || uint64(seq) != want {
-				return fmt.Errorf("row %d: want sequence %d (gap, duplicate or reorder)", seq, want)
-			}
-			if s.ColumnText(1) != "blob" {
-				return fmt.Errorf("row %d: sealed column is %s, not a blob", seq, s.ColumnText(1))
-			}
-			if n := s.ColumnLen(2); n > wire.MaxRowSize {
-				return fmt.Errorf("row %d: %w", seq, wire.ErrTooLarge)
-			}
-			sealed := make([]byte, s.ColumnLen(2))
-			s.ColumnBytes(2, sealed)
-			h, body, err := wire.Open(key, session, q, uint64(seq), sealed)
+			r, err := DecodeRow(s, session, q, key, want)
 			if err != nil {
-				return fmt.Errorf("row %d: %w", seq, err)
+				return err
 			}
-			b, err := wire.DecodeBody(h.Kind, body)
-			if err != nil {
-				return fmt.Errorf("row %d: %w", seq, err)
-			}
-			rows = append(rows, Row{Header: h, Body: b})
+			rows = append(rows, r)
 			want++
 			return nil
 		},
@@ -84,6 +68,33 @@ func Read(conn *sqlite.Conn, session wire.SessionID, q wire.Queue, key *wire.Key
 		return nil, err
 	}
 	return rows, nil
+}
+
+// DecodeRow verifies and decodes the current result of a
+// "SELECT seq, typeof(sealed), sealed FROM rows" statement, which must be the
+// row with sequence number want.
+func DecodeRow(s *sqlite.Stmt, session wire.SessionID, q wire.Queue, key *wire.Key, want uint64) (Row, error) {
+	seq := s.ColumnInt64(0)
+	if seq < 0 || uint64(seq) != want {
+		return Row{}, fmt.Errorf("row %d: want sequence %d (gap, duplicate or reorder)", seq, want)
+	}
+	if s.ColumnText(1) != "blob" {
+		return Row{}, fmt.Errorf("row %d: sealed column is %s, not a blob", seq, s.ColumnText(1))
+	}
+	if n := s.ColumnLen(2); n > wire.MaxRowSize {
+		return Row{}, fmt.Errorf("row %d: %w", seq, wire.ErrTooLarge)
+	}
+	sealed := make([]byte, s.ColumnLen(2))
+	s.ColumnBytes(2, sealed)
+	h, body, err := wire.Open(key, session, q, uint64(seq), sealed)
+	if err != nil {
+		return Row{}, fmt.Errorf("row %d: %w", seq, err)
+	}
+	b, err := wire.DecodeBody(h.Kind, body)
+	if err != nil {
+		return Row{}, fmt.Errorf("row %d: %w", seq, err)
+	}
+	return Row{Header: h, Body: b}, nil
 }
 
 // Pragmas runs each statement on its own, outside any transaction (some

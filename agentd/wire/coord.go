@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -71,15 +72,28 @@ func (r LeaseRequest) Validate() error {
 
 // HandshakeSize is the size of the handshake the daemon writes to the
 // agent's stdin at start.
-const HandshakeSize = 4 + SessionIDSize + KeySize
+const HandshakeSize = 4 + SessionIDSize + KeySize + 3*8
 
 var handshakeMagic = [4]byte{'I', 'C', 'H', '1'}
 
 // Handshake is what the agent learns at start, over its stdin pipe: never in
 // argv, the environment or a file.
+//
+// The rest is where to resume, from the daemon's record: the sandbox and its
+// outbox are disposable, so an agent whose outbox was lost must neither
+// answer old messages again nor reuse outbox sequence numbers the daemon has
+// taken (channels derive idempotency keys from them).
 type Handshake struct {
 	Session SessionID
 	Key     Key
+	// Handled is the last inbox row the daemon saw this session's agent
+	// record as handled.
+	Handled uint64
+	// OutboxTaken is the last outbox row the daemon took; a fresh outbox
+	// continues after it.
+	OutboxTaken uint64
+	// State is the inbox row holding the session's State (0: none).
+	State uint64
 }
 
 // Marshal renders the handshake. The caller clears the result after writing.
@@ -87,7 +101,10 @@ func (h *Handshake) Marshal() []byte {
 	b := make([]byte, 0, HandshakeSize)
 	b = append(b, handshakeMagic[:]...)
 	b = append(b, h.Session[:]...)
-	return append(b, h.Key[:]...)
+	b = append(b, h.Key[:]...)
+	b = binary.BigEndian.AppendUint64(b, h.Handled)
+	b = binary.BigEndian.AppendUint64(b, h.OutboxTaken)
+	return binary.BigEndian.AppendUint64(b, h.State)
 }
 
 // ParseHandshake reads a handshake.
@@ -98,5 +115,9 @@ func ParseHandshake(b []byte) (*Handshake, error) {
 	h := &Handshake{}
 	copy(h.Session[:], b[4:])
 	copy(h.Key[:], b[4+SessionIDSize:])
+	rest := b[4+SessionIDSize+KeySize:]
+	h.Handled = binary.BigEndian.Uint64(rest)
+	h.OutboxTaken = binary.BigEndian.Uint64(rest[8:])
+	h.State = binary.BigEndian.Uint64(rest[16:])
 	return h, nil
 }

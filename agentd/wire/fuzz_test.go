@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"reflect"
 	"testing"
 )
 
@@ -28,8 +29,12 @@ func FuzzOpen(f *testing.F) {
 // accepts re-encodes and decodes to the same value.
 func FuzzDecodeBody(f *testing.F) {
 	for _, s := range []string{`{"text":"hi"}`, `{"text":"hi","in_reply_to":3}`, `{"from":"@a:b","text":"x"}`,
-		`{"change":"tools","proposed":"p","reason":"r"}`, `{"version":1,"canonical":"c"}`, `{"text":"a","text":"b"}`} {
-		for _, k := range []Kind{KindMessage, KindProfile, KindReply, KindChangeRequest} {
+		`{"change":"tools","proposed":"p","reason":"r"}`, `{"version":1,"canonical":"c"}`, `{"text":"a","text":"b"}`,
+		`{"op":"set","key":"tea","text":"green"}`, `{"op":"add","id":"s1","at":1800000000,"every":3600,"text":"x"}`,
+		`{"handled":1,"memory":[{"key":"a","text":"b"}],"history":[{"seq":2,"role":"user","text":"x"}]}`,
+		`{"id":"s1","text":"x","due":5,"late":true}`, `{"tool":"shell"}`, `{"op":"write","name":"n","text":"t"}`} {
+		for _, k := range []Kind{KindMessage, KindProfile, KindReply, KindChangeRequest, KindState, KindDelivered,
+			KindFired, KindMemory, KindNote, KindSchedule, KindToolRefused} {
 			f.Add(uint8(k), []byte(s))
 		}
 	}
@@ -43,7 +48,7 @@ func FuzzDecodeBody(f *testing.F) {
 			t.Fatalf("accepted body does not re-encode: %v", err)
 		}
 		b2, err := DecodeBody(Kind(k), again)
-		if err != nil || b2 != b {
+		if err != nil || !reflect.DeepEqual(b2, b) {
 			t.Fatalf("re-decoded %+v (%v), want %+v", b2, err, b)
 		}
 	})

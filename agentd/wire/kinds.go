@@ -14,6 +14,15 @@ const (
 	KindMessage Kind = 1
 	// KindProfile (inbox) hands the agent a new approved profile version.
 	KindProfile Kind = 2
+	// KindState (inbox) hands a starting agent what the daemon recorded for
+	// its session: memory, notes, schedules and recent history (records.go).
+	KindState Kind = 3
+	// KindDelivered (inbox) echoes a reply the daemon accepted and delivered,
+	// so the history the model sees comes from daemon-written rows only.
+	KindDelivered Kind = 4
+	// KindFired (inbox) is a schedule firing: a message from the agent's own
+	// past, written by the daemon's scheduler at its time.
+	KindFired Kind = 5
 
 	// KindReply (outbox) is the agent's answer, delivered to the session's own
 	// conversation and nowhere else.
@@ -25,12 +34,31 @@ const (
 	// inbox. The agent ends every outbox transaction with one, so that after
 	// a restart it resumes where it stopped; the daemon only notes it.
 	KindProgress Kind = 18
+	// KindMemory, KindNote and KindSchedule (outbox) are operations on the
+	// agent's memory, notes and schedules, which the daemon keeps sealed in
+	// its store: the sandbox is disposable, the daemon is the record.
+	KindMemory   Kind = 19
+	KindNote     Kind = 20
+	KindSchedule Kind = 21
+	// KindToolRefused (outbox) reports a tool call the profile does not
+	// grant, so the refusal reaches the daemon's audit log.
+	KindToolRefused Kind = 22
 )
 
 // Tools returns the names of the tools compiled into agentd. A profile may
 // grant only these; there is no tool that installs software, edits the
 // profile or reaches the network.
-func Tools() []string { return []string{"reply", "request_change"} }
+func Tools() []string {
+	return []string{
+		"forget", "note_list", "note_read", "note_write", "recall", "remember",
+		"reply", "request_change", "schedule",
+	}
+}
+
+// DefaultTools are the tools a new session's first profile grants: the
+// stateless ones. The stateful tools need the owner to grant them (and their
+// permission) through the gateway.
+func DefaultTools() []string { return []string{"reply", "request_change"} }
 
 // MaxTextSize caps any one text field in a body.
 const MaxTextSize = 64 << 10
@@ -47,15 +75,29 @@ func (k Kind) String() string {
 		return "change_request"
 	case KindProgress:
 		return "progress"
+	case KindState:
+		return "state"
+	case KindDelivered:
+		return "delivered"
+	case KindFired:
+		return "fired"
+	case KindMemory:
+		return "memory"
+	case KindNote:
+		return "note"
+	case KindSchedule:
+		return "schedule"
+	case KindToolRefused:
+		return "tool_refused"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 func (k Kind) allowedIn(q Queue) bool {
 	switch k {
-	case KindMessage, KindProfile:
+	case KindMessage, KindProfile, KindState, KindDelivered, KindFired:
 		return q == Inbox
-	case KindReply, KindChangeRequest, KindProgress:
+	case KindReply, KindChangeRequest, KindProgress, KindMemory, KindNote, KindSchedule, KindToolRefused:
 		return q == Outbox
 	}
 	return false
@@ -178,6 +220,20 @@ func DecodeBody(k Kind, data []byte) (Body, error) {
 		b, err = decodeAs[ChangeRequest](data)
 	case KindProgress:
 		b, err = decodeAs[Progress](data)
+	case KindState:
+		b, err = decodeAs[State](data)
+	case KindDelivered:
+		b, err = decodeAs[Delivered](data)
+	case KindFired:
+		b, err = decodeAs[Fired](data)
+	case KindMemory:
+		b, err = decodeAs[MemoryOp](data)
+	case KindNote:
+		b, err = decodeAs[NoteOp](data)
+	case KindSchedule:
+		b, err = decodeAs[ScheduleOp](data)
+	case KindToolRefused:
+		b, err = decodeAs[ToolRefused](data)
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrKind, k)
 	}

@@ -11,6 +11,11 @@ import (
 	"unicode/utf8"
 )
 
+var (
+	rawMessageType = reflect.TypeFor[json.RawMessage]()
+	anyType        = reflect.TypeFor[any]()
+)
+
 // maxDepth bounds nesting so hostile input cannot recurse deeply.
 const maxDepth = 16
 
@@ -19,7 +24,9 @@ const maxDepth = 16
 // field name, the same key twice in one object, invalid UTF-8 anywhere,
 // nesting beyond a small depth, and anything after the value. encoding/json
 // alone accepts all of these, and each is a way to make two readers disagree
-// about what a row says.
+// about what a row says. A field of type any or json.RawMessage takes any JSON
+// value (a tool's schema, a tool call's arguments), checked the same way for
+// duplicate keys and depth at every level.
 func StrictUnmarshal(data []byte, v any) error {
 	rv := reflect.ValueOf(v)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
@@ -48,6 +55,9 @@ func checkValue(dec *json.Decoder, t reflect.Type, depth int) error {
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t == rawMessageType {
+		t = anyType
 	}
 	tok, err := dec.Token()
 	if err != nil {
@@ -80,9 +90,12 @@ func checkValue(dec *json.Decoder, t reflect.Type, depth int) error {
 		}
 	case '[':
 		var et reflect.Type
-		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+		switch t.Kind() {
+		case reflect.Slice, reflect.Array:
 			et = t.Elem()
-		} else {
+		case reflect.Interface:
+			et = t
+		default:
 			return fmt.Errorf("unexpected array for %s", t)
 		}
 		for dec.More() {
@@ -100,6 +113,8 @@ func fieldType(t reflect.Type, key string) (reflect.Type, error) {
 	switch t.Kind() {
 	case reflect.Map:
 		return t.Elem(), nil
+	case reflect.Interface:
+		return t, nil // any JSON object: its keys are free, never repeated
 	case reflect.Struct:
 	default:
 		return nil, fmt.Errorf("unexpected object for %s", t)

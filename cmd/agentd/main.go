@@ -50,7 +50,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer out.Close()
-	l := &agent.Loop{Inbox: in, Outbox: out, Coord: coord.New(wire.SandboxSocket), Handle: agent.Echo, Log: log}
+	l := &agent.Loop{Inbox: in, Outbox: out, Coord: coord.New(wire.SandboxSocket), Handle: agent.Echo, Log: log,
+		Resume: agent.Resume{Handled: hs.Handled, OutboxTaken: hs.OutboxTaken, State: hs.State}}
 	log.Info("agentd ready", "session", hs.Session.String())
 	return l.Run(ctx)
 }

@@ -1,5 +1,7 @@
 // Package admin serves the daemon's local admin socket: how the `ironclaw`
-// command line talks to the running daemon. The socket lives in the
+// command line talks to the running daemon. It is an HTTP binding of
+// daemon/api (routes.go) and its client side (client.go), which the command
+// line uses as an api.Operator. The socket lives in the
 // daemon's private runtime directory, is mode 0600, and every connection's
 // peer credentials (SO_PEERCRED) are checked: only root or the daemon's own
 // user gets an answer. The peer's account — never anything in a request —
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/api"
 	"golang.org/x/sys/unix"
 )
 
@@ -142,14 +145,14 @@ func Reply(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// Fail writes a user-facing error.
-func Fail(w http.ResponseWriter, code int, err error) {
+// Fail writes a user-facing error: an *api.Error as it is, anything else
+// as an invalid request (Decode's errors) or an internal error.
+func Fail(w http.ResponseWriter, err error) {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		e = &api.Error{Code: api.CodeInvalid, Message: err.Error()}
+	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(ErrorReply{Error: err.Error()})
-}
-
-// ErrorReply is the body of every failed admin request.
-type ErrorReply struct {
-	Error string `json:"error"`
+	w.WriteHeader(statusOf(e.Code))
+	json.NewEncoder(w).Encode(e)
 }

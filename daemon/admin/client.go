@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+
+	"github.com/ironclaw/ironclaw/daemon/api"
 )
 
 // Client talks to a running daemon's admin socket.
@@ -46,7 +48,8 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isRefused(err) {
-			return fmt.Errorf("cannot reach the daemon at %s: %w (is `ironclaw serve` running, and are you root?)", c.path, err)
+			return &api.Error{Code: api.CodeUnavailable, Message: fmt.Sprintf("cannot reach the daemon at %s: %v", c.path, err),
+				Hint: "is `ironclaw serve` running, and are you root?"}
 		}
 		return err
 	}
@@ -56,9 +59,12 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e ErrorReply
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
+		var e api.Error
+		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			if e.Code == "" {
+				e.Code = api.CodeInternal
+			}
+			return &e
 		}
 		return fmt.Errorf("daemon: %s: %s", resp.Status, bytes.TrimSpace(data))
 	}
@@ -71,4 +77,34 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op)
+}
+
+// Stream sends a request without a body and copies a 200 answer's body to
+// w (a backup archive); any other answer is returned as an error. An
+// answer cut short (the daemon failed midway) is an error too.
+func (c *Client) Stream(ctx context.Context, method, path string, w io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://ironclaw"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || isRefused(err) {
+			return fmt.Errorf("cannot reach the daemon at %s: %w (is `ironclaw serve` running, and are you root?)", c.path, err)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e api.Error
+		if json.Unmarshal(data, &e) == nil && e.Message != "" {
+			return &e
+		}
+		return fmt.Errorf("daemon: %s: %s", resp.Status, bytes.TrimSpace(data))
+	}
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("the daemon's answer was cut short: %w", err)
+	}
+	return nil
 }

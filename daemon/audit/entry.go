@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	termsafe "github.com/ironclaw/ironclaw/daemon/api/sanitize"
 )
 
 // MaxFieldLen is the most bytes any text field of an entry may hold. Fields
@@ -45,9 +47,10 @@ const (
 // content or key material in any field.
 //
 // Fields are made safe rather than rejected so that logging can never be made
-// to fail by odd input: invalid UTF-8 bytes become \xNN, control, format
-// (including bidi overrides) and line/paragraph separator characters become
-// \uNNNN or \UNNNNNNNN, and a field longer than MaxFieldLen is cut at a
+// to fail by odd input: the one terminal sanitiser (daemon/api/sanitize)
+// shows invalid UTF-8 bytes and control characters as \xNN, and format
+// (including bidi overrides) and line/paragraph separator characters as
+// \uNNNN or \UNNNNNNNN; and a field longer than MaxFieldLen is cut at a
 // character boundary and ends in "…". Actor and Action must be non-empty and
 // Action must not start with "audit.".
 type Record struct {
@@ -90,31 +93,11 @@ type wireEntry struct {
 	MAC      string `json:"mac,omitempty"`
 }
 
-// sanitize makes s safe for the log: valid UTF-8, no characters that can
-// move a terminal cursor or reorder text, at most MaxFieldLen bytes.
+// sanitize makes s safe for the log with the one terminal sanitiser
+// (control, format and separator characters and invalid bytes shown as
+// escapes), then caps it at MaxFieldLen bytes.
 func sanitize(s string) string {
-	if len(s) <= MaxFieldLen && isClean(s) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			fmt.Fprintf(&b, `\x%02x`, s[i])
-		case !allowedRune(r) && r <= 0xFFFF:
-			fmt.Fprintf(&b, `\u%04x`, r)
-		case !allowedRune(r):
-			fmt.Fprintf(&b, `\U%08x`, r)
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-		if b.Len() > MaxFieldLen {
-			break // the rest would be cut anyway
-		}
-	}
-	out := b.String()
+	out := termsafe.Line(s)
 	if len(out) <= MaxFieldLen {
 		return out
 	}
@@ -125,6 +108,8 @@ func sanitize(s string) string {
 	return out[:cut] + truncMark
 }
 
+// allowedRune is what verification accepts in a field (entries written by
+// any version of sanitize pass it).
 func allowedRune(r rune) bool {
 	return !unicode.IsControl(r) && !unicode.In(r, unicode.Cf, unicode.Zl, unicode.Zp)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,6 +37,8 @@ type Log struct {
 	clock  clock
 	window time.Duration
 	maxAgg int
+
+	failures atomic.Uint64 // writes that failed (Failures)
 
 	kick chan struct{} // wakes the committer; buffered so no wakeup is lost
 	done chan struct{} // closed when the committer exits
@@ -198,7 +201,21 @@ func open(path string, f *os.File, o options) (*Log, error) {
 // entry whose Append failed may still be on disk.) After a write or fsync
 // failure every later Append fails with ErrFailed until the log is reopened.
 func (l *Log) Append(r Record) (Entry, error) {
-	return l.append(r, false)
+	e, err := l.append(r, false)
+	l.count(err)
+	return e, err
+}
+
+// Failures counts the writes (Append and Refuse) that failed since Open.
+// The caller of a failed write must fail its action; where the action was
+// already a refusal there is nothing left to fail, so the count is what
+// shows it (`ironclaw status`).
+func (l *Log) Failures() uint64 { return l.failures.Load() }
+
+func (l *Log) count(err error) {
+	if err != nil {
+		l.failures.Add(1)
+	}
 }
 
 func (l *Log) append(r Record, internal bool) (Entry, error) {

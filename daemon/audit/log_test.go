@@ -405,6 +405,10 @@ func TestClosed(t *testing.T) {
 	if err := l.Refuse("a", "b", "c", "d"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Refuse after Close = %v", err)
 	}
+	// Both failed writes are counted, for `ironclaw status`.
+	if n := l.Failures(); n != 2 {
+		t.Fatalf("Failures = %d, want 2", n)
+	}
 	if err := l.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second Close = %v", err)
 	}
@@ -423,7 +427,7 @@ func TestRecordSanitizing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Actor != `session:\u001b[31mred` {
+	if e.Actor != `session:\x1b[31mred` {
 		t.Fatalf("actor = %q", e.Actor)
 	}
 	if e.Subject != `evil\u202egnp.exe bad\xffutf8 line\u2028sep` {
@@ -456,5 +460,26 @@ func TestSanitizeEdges(t *testing.T) {
 		if sanitize(out) != out {
 			t.Fatalf("sanitize not idempotent on %q", s)
 		}
+	}
+}
+
+func TestScan(t *testing.T) {
+	path := tempLogPath(t)
+	l := mustOpen(t, path)
+	for i := range 5 {
+		if _, err := l.Append(Record{Actor: "operator:local:root", Action: "test", Subject: strings.Repeat("x", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustClose(t, l)
+	var seqs []uint64
+	if err := ScanFile(path, func(e Entry) { seqs = append(seqs, e.Seq) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) != 5 || seqs[0] != 1 || seqs[4] != 5 {
+		t.Fatalf("scanned %v", seqs)
+	}
+	if err := Scan(strings.NewReader("{not json}\n"), func(Entry) {}); err == nil {
+		t.Fatal("a bad line scanned")
 	}
 }

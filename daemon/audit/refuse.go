@@ -40,6 +40,12 @@ type aggState struct {
 // individually rather than dropped. A window length of zero or less disables
 // aggregation.
 func (l *Log) Refuse(actor, action, subject, reason string) error {
+	err := l.refuse(actor, action, subject, reason)
+	l.count(err)
+	return err
+}
+
+func (l *Log) refuse(actor, action, subject, reason string) error {
 	r, err := prepare(Record{Actor: actor, Action: action, Subject: subject, Decision: DecisionDeny, Result: reason}, false)
 	if err != nil {
 		return err

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 
 	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/api"
+	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 )
 
 // ChangesCmd lists and decides change requests through the running daemon.
@@ -32,12 +33,8 @@ func (c ChangesListCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	path := "/v1/changes"
-	if c.All {
-		path += "?all=1"
-	}
-	var list []daemon.ChangeSummary
-	if err := cl.Do(ctx, "GET", path, nil, &list); err != nil {
+	list, err := cl.ListChanges(ctx, api.ChangeFilter{All: c.All})
+	if err != nil {
 		return err
 	}
 	if len(list) == 0 {
@@ -46,7 +43,7 @@ func (c ChangesListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12s  %s\n", "ID", "STATE", "KIND", "SESSION", "REQUESTER")
 	for _, s := range list {
-		fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12.12s  %s\n", s.ID, s.State, s.Kind, s.Session, sanitize(s.Requester))
+		fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12.12s  %s\n", s.ID, s.State, s.Kind, s.Session, sanitize.Line(s.Requester))
 	}
 	return nil
 }
@@ -56,26 +53,24 @@ type ChangesShowCmd struct {
 	ID string `arg:"" help:"Request id."`
 }
 
-func fetchView(ctx context.Context, g *Globals, id string) (daemon.ChangeView, error) {
-	var v daemon.ChangeView
+func fetchView(ctx context.Context, g *Globals, id string) (api.Change, error) {
 	cl, err := adminClient(g)
 	if err != nil {
-		return v, err
+		return api.Change{}, err
 	}
-	err = cl.Do(ctx, "GET", "/v1/changes/"+url.PathEscape(id), nil, &v)
-	return v, err
+	return cl.Change(ctx, id)
 }
 
 // printView renders a request for a human: metadata, the untrusted reason
 // marked as such, and the whole diff. Everything is sanitised for the
 // terminal.
-func printView(g *Globals, v daemon.ChangeView) {
+func printView(g *Globals, v api.Change) {
 	w := g.stdout
 	fmt.Fprintf(w, "change request %s\n", v.ID)
-	fmt.Fprintf(w, "  session:   %s\n  kind:      %s\n  requester: %s\n  state:     %s\n", v.Session, v.Kind, sanitize(v.Requester), v.State)
+	fmt.Fprintf(w, "  session:   %s\n  kind:      %s\n  requester: %s\n  state:     %s\n", v.Session, v.Kind, sanitize.Line(v.Requester), v.State)
 	fmt.Fprintf(w, "  policy:    %s (rule %s)\n", v.Outcome, v.Rule)
 	for _, r := range v.PolicyReasons {
-		fmt.Fprintf(w, "             %s\n", sanitize(r))
+		fmt.Fprintf(w, "             %s\n", sanitize.Line(r))
 	}
 	fmt.Fprintf(w, "  changes:   %s", strings.Join(v.ChangedFields, ", "))
 	if v.Restart {
@@ -87,10 +82,10 @@ func printView(g *Globals, v daemon.ChangeView) {
 	}
 	fmt.Fprintf(w, "  binding:   %s\n", v.Binding)
 	fmt.Fprintln(w, "  reason given by the requester (UNTRUSTED, unverified):")
-	for _, line := range strings.Split(sanitize(v.UntrustedReason), "\n") {
+	for _, line := range strings.Split(sanitize.Text(v.UntrustedReason), "\n") {
 		fmt.Fprintf(w, "    | %s\n", line)
 	}
-	fmt.Fprintf(w, "--- base version %d\n+++ proposed\n%s", v.BaseVersion, sanitize(v.Diff))
+	fmt.Fprintf(w, "--- base version %d\n+++ proposed\n%s", v.BaseVersion, sanitize.Text(v.Diff))
 	if !strings.HasSuffix(v.Diff, "\n") {
 		fmt.Fprintln(w)
 	}
@@ -148,11 +143,17 @@ func decide(ctx context.Context, g *Globals, id string, approve bool, note strin
 	if err != nil {
 		return err
 	}
-	var out map[string]string
-	if err := cl.Do(ctx, "POST", "/v1/changes/"+url.PathEscape(id)+"/"+verb, daemon.DecideRequest{Binding: v.Binding, Note: note}, &out); err != nil {
+	d := api.DecideRequest{Binding: v.Binding, Note: note}
+	var out api.Decision
+	if approve {
+		out, err = cl.Approve(ctx, id, d)
+	} else {
+		out, err = cl.Deny(ctx, id, d)
+	}
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%s: %s\n", id, out["result"])
+	fmt.Fprintf(g.stdout, "%s: %s\n", id, sanitize.Line(out.Result))
 	return nil
 }
 
@@ -175,8 +176,8 @@ func (c ChangesProposeCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var rep daemon.ProposeReply
-	if err := cl.Do(ctx, "POST", "/v1/changes", daemon.ProposeRequest{Session: c.Session, Kind: c.Kind, Proposed: string(data), Reason: c.Reason, BaseVersion: c.Base}, &rep); err != nil {
+	rep, err := cl.Propose(ctx, api.ChangeRequest{Session: c.Session, Kind: c.Kind, Proposed: string(data), Reason: c.Reason, BaseVersion: c.Base})
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "change request %s: %s (policy: %s, rule %s)\n", rep.ID, rep.State, rep.Outcome, rep.Rule)
@@ -188,9 +189,10 @@ func (c ChangesProposeCmd) Run(ctx context.Context, g *Globals) error {
 
 // SessionsCmd lists sessions and shows their profiles.
 type SessionsCmd struct {
-	List    SessionsListCmd    `cmd:"" default:"withargs" help:"List sessions."`
-	Profile SessionsProfileCmd `cmd:"" help:"Print a session's current profile in canonical form."`
-	Erase   SessionsEraseCmd   `cmd:"" help:"Crypto-erase a session: stop it and destroy its key, so its data can never be read again."`
+	List          SessionsListCmd    `cmd:"" default:"withargs" help:"List sessions."`
+	Profile       SessionsProfileCmd `cmd:"" help:"Print a session's current profile in canonical form."`
+	Erase         SessionsEraseCmd   `cmd:"" help:"Crypto-erase a session: stop it and destroy its key, so its data can never be read again."`
+	SessionOpsCmd `embed:""`         // create, stop, restart, reset-outbox, records (sessions.go)
 }
 
 // SessionsEraseCmd crypto-erases one session.
@@ -209,7 +211,7 @@ func (c SessionsEraseCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if err := cl.Do(ctx, "DELETE", "/v1/sessions/"+url.PathEscape(c.ID), nil, nil); err != nil {
+	if err := cl.EraseSession(ctx, c.ID); err != nil {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "session %s erased\n", c.ID)
@@ -225,13 +227,13 @@ func (SessionsListCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var list []daemon.SessionSummary
-	if err := cl.Do(ctx, "GET", "/v1/sessions", nil, &list); err != nil {
+	list, err := cl.ListSessions(ctx)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "%-32s  %-7s  %-7s  %s\n", "ID", "STATE", "PROFILE", "BINDING")
 	for _, s := range list {
-		fmt.Fprintf(g.stdout, "%-32s  %-7s  v%-6d  %s\n", s.ID, s.State, s.ProfileVersion, sanitize(s.Binding))
+		fmt.Fprintf(g.stdout, "%-32s  %-7s  v%-6d  %s\n", s.ID, s.State, s.ProfileVersion, sanitize.Line(s.Binding))
 	}
 	return nil
 }
@@ -247,11 +249,11 @@ func (c SessionsProfileCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var p daemon.ProfileReply
-	if err := cl.Do(ctx, "GET", "/v1/sessions/"+url.PathEscape(c.ID)+"/profile", nil, &p); err != nil {
+	p, err := cl.Profile(ctx, c.ID)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(g.stderr, "# session %s, profile version %d\n", p.Session, p.Version)
-	fmt.Fprint(g.stdout, p.Canonical)
+	fmt.Fprint(g.stdout, sanitize.Text(p.Canonical))
 	return nil
 }

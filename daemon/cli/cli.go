@@ -15,6 +15,8 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/api"
+	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/config"
 )
 
@@ -67,6 +69,11 @@ type CLI struct {
 	Config   ConfigCmd   `cmd:"" name:"config" help:"Show the effective configuration."`
 	Matrix   MatrixCmd   `cmd:"" help:"The Matrix channel: log the bot in."`
 	Version  VersionCmd  `cmd:"" help:"Print the version."`
+
+	Doctor  DoctorCmd  `cmd:"" help:"Check this machine can run conversations; say exactly what to fix (exit 1 if broken)."`
+	Keys    KeysCmd    `cmd:"" help:"Rotate the master key and move its custody."`
+	Backup  BackupCmd  `cmd:"" help:"Write a consistent backup of the running daemon's state (sealed; no key)."`
+	Restore RestoreCmd `cmd:"" help:"Restore a backup into an empty state directory (daemon stopped)."`
 }
 
 // Main runs the command line and returns the process exit code.
@@ -102,7 +109,12 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		// Errors can quote what a hostile agent wrote (an outbox it
 		// corrupted, a reason it gave): never let it drive the terminal.
-		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize(err.Error()))
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Hint != "" {
+			fmt.Fprintf(stderr, "ironclaw: error: %s\nironclaw: hint: %s\n", sanitize.Line(ae.Message), sanitize.Line(ae.Hint))
+			return 1
+		}
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Text(err.Error()))
 		return 1
 	}
 	return 0

@@ -23,21 +23,6 @@ func TestErrorsAreSanitised(t *testing.T) {
 	}
 }
 
-func TestSanitize(t *testing.T) {
-	for in, want := range map[string]string{
-		"plain\ttext\n":      "plain\ttext\n",
-		"\x1b[31mred":        `\x1b[31mred`,
-		"bidi \u202eevil":    `bidi \u202eevil`,
-		"c1 \u009bcontrol":   `c1 \x9bcontrol`,
-		"isolate \u2066x":    `isolate \u2066x`,
-		"bell\a and del\x7f": `bell\x07 and del\x7f`,
-	} {
-		if got := sanitize(in); got != want {
-			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestVersion(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := Main(context.Background(), []string{"version"}, nil, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "ironclaw ") {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/ironclaw/ironclaw/daemon"
 	"github.com/ironclaw/ironclaw/daemon/admin"
+	"github.com/ironclaw/ironclaw/daemon/api"
+	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 )
@@ -66,8 +68,8 @@ func (StatusCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var st daemon.StatusReply
-	if err := c.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+	st, err := c.Status(ctx)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n  agent installed: %s\n  agent pinned for new sessions: %s\n",
@@ -89,8 +91,8 @@ func (AgentPinCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	var st daemon.StatusReply
-	if err := cl.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+	st, err := cl.Status(ctx)
+	if err != nil {
 		return err
 	}
 	if st.AgentInstalled == st.AgentPinned {
@@ -102,11 +104,11 @@ func (AgentPinCmd) Run(ctx context.Context, g *Globals) error {
 	if strings.TrimSpace(answer) != "pin" {
 		return errors.New("not confirmed; nothing changed")
 	}
-	var out map[string]string
-	if err := cl.Do(ctx, "POST", "/v1/agent/pin", nil, &out); err != nil {
+	after, err := cl.PinAgent(ctx)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "new sessions pin %s\n", out["pinned"])
+	fmt.Fprintf(g.stdout, "new sessions pin %s\n", after.AgentPinned)
 	return nil
 }
 
@@ -123,18 +125,17 @@ func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	send := func(text string) error {
-		var rep daemon.ChatReply
-		err := cl.Do(ctx, "POST", "/v1/chat", daemon.ChatRequest{Text: text, WaitSeconds: int(c.Wait / time.Second)}, &rep)
+		rep, err := cl.Chat(ctx, api.ChatRequest{Text: text, WaitSeconds: int(c.Wait / time.Second)})
 		if err != nil {
 			return err
 		}
 		for _, e := range rep.Earlier {
-			fmt.Fprintln(g.stdout, "(earlier) "+sanitize(e))
+			fmt.Fprintln(g.stdout, "(earlier) "+sanitize.Text(e))
 		}
 		if !rep.Replied {
 			return fmt.Errorf("no reply within %s (message %d of session %s is queued; its reply comes with your next chat)", c.Wait, rep.Seq, rep.Session)
 		}
-		fmt.Fprintln(g.stdout, sanitize(rep.Reply))
+		fmt.Fprintln(g.stdout, sanitize.Text(rep.Reply))
 		return nil
 	}
 	if len(c.Message) > 0 {
@@ -150,25 +151,6 @@ func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	}
 	return sc.Err()
-}
-
-// sanitize makes agent text safe for a terminal: control characters,
-// escapes and bidi overrides are shown, not obeyed.
-func sanitize(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch {
-		case r == '\n' || r == '\t':
-			b.WriteRune(r)
-		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c:
-			fmt.Fprintf(&b, "\\u%04x", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }
 
 // AuditCmd inspects the audit log.
@@ -235,12 +217,18 @@ func passphraseReader(cfg config.Config, confirm bool) (io.Reader, func(), error
 	if cfg.Keys.Custody != config.CustodyPassphrase || cfg.Keys.PassphraseFile != "" {
 		return nil, func() {}, nil
 	}
+	return askPassphrase("IronClaw master passphrase: ", confirm)
+}
+
+// askPassphrase reads a passphrase on the terminal with echo off (twice
+// with confirm).
+func askPassphrase(prompt string, confirm bool) (io.Reader, func(), error) {
 	tty, err := os.OpenFile("/dev/tty", os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("custody is passphrase but there is no terminal to ask on: set keys.passphrase_file (see docs/keys.md)")
 	}
 	defer tty.Close()
-	p, err := readHidden(tty, "IronClaw master passphrase: ")
+	p, err := readHidden(tty, prompt)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -148,8 +148,9 @@ type Model struct {
 	// Default: http://127.0.0.1:11434.
 	OllamaURL string `toml:"ollama_url"`
 
-	// Default is the model name new sessions' profiles start with.
-	// Default: "tiny".
+	// Default is the model name new sessions' profiles start with. It must
+	// call tools well; install it on the Ollama server with `ollama pull`.
+	// Default: "qwen3:4b" (docs/proxy.md says why and lists others).
 	Default string `toml:"default"`
 }
 
@@ -204,6 +205,11 @@ type Limits struct {
 	// MaxOutboxInodes caps one session's outbox filesystem inodes.
 	// Default: 65536.
 	MaxOutboxInodes int64 `toml:"max_outbox_inodes"`
+	// OutboxCopyBudgetMiB is the memory all sessions' outbox reads share at
+	// once: a read waits for its share (twice the file's size), and an
+	// outbox larger than half of it is refused as hostile.
+	// Default: 128.
+	OutboxCopyBudgetMiB int64 `toml:"outbox_copy_budget_mib"`
 	// MaxTokensPerDay caps the model tokens one session may use per day.
 	// Default: 2000000.
 	MaxTokensPerDay int64 `toml:"max_tokens_per_day"`
@@ -230,7 +236,7 @@ func Default() Config {
 		},
 		Model: Model{
 			OllamaURL: "http://127.0.0.1:11434",
-			Default:   "tiny",
+			Default:   "qwen3:4b",
 		},
 		Console: Console{
 			Listen:   "127.0.0.1:2222",
@@ -244,6 +250,7 @@ func Default() Config {
 			MaxTmpMiB:           256,
 			MaxOutboxMiB:        1024,
 			MaxOutboxInodes:     65536,
+			OutboxCopyBudgetMiB: 128,
 			MaxTokensPerDay:     2_000_000,
 			MaxCallsPerMinute:   120,
 		},

@@ -95,7 +95,7 @@ func (c Config) Validate() error {
 
 	v.ollamaURL(c.Model.OllamaURL)
 	if !modelName.MatchString(c.Model.Default) {
-		v.addf("model.default", "%q is not an Ollama model name; use one such as tiny or llama3.2:1b", c.Model.Default)
+		v.addf("model.default", "%q is not an Ollama model name; use one such as qwen3:4b or llama3.2:3b", c.Model.Default)
 	}
 
 	v.console(c.Console)
@@ -219,6 +219,8 @@ func (v *validator) limits(l Limits) {
 		{"limits.max_tmp_mib", l.MaxTmpMiB, def.TmpMiB},
 		{"limits.max_outbox_mib", l.MaxOutboxMiB, def.OutboxMiB},
 		{"limits.max_outbox_inodes", l.MaxOutboxInodes, def.OutboxInodes},
+		// Twice the default profile's outbox: an honest full one must fit.
+		{"limits.outbox_copy_budget_mib", l.OutboxCopyBudgetMiB, 2 * def.OutboxMiB},
 		{"limits.max_tokens_per_day", l.MaxTokensPerDay, def.TokensPerDay},
 		{"limits.max_calls_per_minute", l.MaxCallsPerMinute, def.CallsPerMinute},
 	} {

@@ -79,7 +79,9 @@ func TestInboxReaderMethodSet(t *testing.T) {
 
 // writeSQL matches SQL that writes, anywhere in a string literal. VACUUM (INTO a file) and
 // ATTACH (a second database) are here too: neither has a place in the agent's code.
-var writeSQL = regexp.MustCompile(`(?i)\b(INSERT|UPDATE|DELETE|REPLACE|CREATE|DROP|ALTER|VACUUM|ATTACH)\b`)
+// It matches statement shapes, not bare words, so that prose such as "a note
+// delete carries no text" is not taken for SQL.
+var writeSQL = regexp.MustCompile(`(?i)\b(INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\S+\s+SET|DELETE\s+FROM|REPLACE\s+INTO|CREATE\s+(TEMP\w*\s+)?(TABLE|INDEX|TRIGGER|VIEW)|DROP\s+(TABLE|INDEX|TRIGGER|VIEW)|ALTER\s+TABLE|VACUUM\b|ATTACH\s+(DATABASE\b|['"?:@$]))`)
 
 // writeFlags are the SQLite open flags that make a connection able to write (zombiezen's
 // names and modernc's, in case someone reaches under the wrapper).

@@ -36,6 +36,8 @@ var (
 	// evilPath, agentdPath and trivialPath are built once by TestMain (static, like
 	// images/build.sh).
 	evilPath, agentdPath, trivialPath string
+	// scriptedPath is agentd's loop, Brain and tools with a scripted model built in.
+	scriptedPath string
 	// runscRoot is the runsc --root shared by every test here: runsc bind-mounts a network
 	// namespace at <root>/null-netns and never unmounts it, so one root per process.
 	runscRoot string
@@ -52,10 +54,12 @@ func TestMain(m *testing.M) {
 	evilPath = filepath.Join(dir, "evil")
 	agentdPath = filepath.Join(dir, "agentd")
 	trivialPath = filepath.Join(dir, "trivial")
+	scriptedPath = filepath.Join(dir, "scripted")
 	setupErr = errors.Join(
 		buildStatic(evilPath, "./daemon/containment/testdata/evil"),
 		buildStatic(agentdPath, "./cmd/agentd"),
 		buildStatic(trivialPath, "./daemon/containment/testdata/trivial"),
+		buildStatic(scriptedPath, "./daemon/containment/testdata/scripted"),
 	)
 	if setupErr == nil {
 		runscRoot, setupErr = os.MkdirTemp("/tmp", "icc-runsc-")

@@ -69,7 +69,19 @@ func (in *Inbox) Head() uint64 {
 // Append seals bodies and commits them in one transaction, with consecutive
 // sequence numbers. It returns the last sequence number written.
 func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error) {
+	return in.AppendChecked(ctx, nil, bodies...)
+}
+
+// Check runs after rows are sealed and before they are committed, with the
+// sequence numbers they will have and the size of their encoded bodies; an
+// error stops the commit. The daemon audits there: a message that cannot be
+// audited is never written.
+type Check func(first, last uint64, size int) error
+
+// AppendChecked is Append with check run just before the commit.
+func (in *Inbox) AppendChecked(ctx context.Context, check Check, bodies ...wire.Body) (uint64, error) {
 	sealed := make([][]byte, len(bodies))
+	size := 0
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.conn == nil {
@@ -81,6 +93,7 @@ func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error
 		if err != nil {
 			return 0, fmt.Errorf("queue: encoding inbox row: %w", err)
 		}
+		size += len(data)
 		h := wire.Header{Session: in.session, Queue: wire.Inbox, Seq: in.head + uint64(i) + 1, Kind: b.Kind(), Time: now}
 		if sealed[i], err = wire.Seal(in.key, h, data); err != nil {
 			return 0, fmt.Errorf("queue: sealing inbox row: %w", err)
@@ -90,6 +103,11 @@ func (in *Inbox) Append(ctx context.Context, bodies ...wire.Body) (uint64, error
 		return 0, fmt.Errorf("queue: waiting for the agent's read lease: %w", err)
 	}
 	defer in.gate.UnlockWrite()
+	if check != nil {
+		if err := check(in.head+1, in.head+uint64(len(sealed)), size); err != nil {
+			return 0, err
+		}
+	}
 	if err := in.insert(sealed); err != nil {
 		return 0, err
 	}
@@ -123,6 +141,17 @@ func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) {
 	if in.conn == nil {
 		return nil, fmt.Errorf("queue: inbox is closed")
 	}
+	// Rows compacted away (Compact) are not there to read: start at the
+	// oldest row kept.
+	var oldest int64
+	if err := sqlitex.Execute(in.conn, "SELECT coalesce(min(seq), 0) FROM rows", &sqlitex.ExecOptions{
+		ResultFunc: func(st *sqlite.Stmt) error { oldest = st.ColumnInt64(0); return nil },
+	}); err != nil {
+		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)
+	}
+	if oldest > 0 && uint64(oldest)-1 > after {
+		after = uint64(oldest) - 1
+	}
 	rows, err := queuedb.Read(in.conn, in.session, wire.Inbox, in.key, after, 0)
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)
@@ -140,4 +169,43 @@ func (in *Inbox) Close() error {
 	err := in.conn.Close()
 	in.conn = nil
 	return err
+}
+
+// Compact deletes the inbox rows up to and including through, and gives
+// their pages back to the filesystem (incremental vacuum). It is a write
+// like Append: it holds the inbox lock and waits for the agent's read
+// leases, so a reader never sees the database mid-change. It never deletes
+// the newest row: the sequence continues from the highest row on disk, and
+// an empty inbox would start it again at 1.
+//
+// The caller decides how far is safe (see the supervisor's retention
+// policy): never past what the agent has consumed and the daemon recorded
+// (store cursor inbox.consumed), because the agent reads on from its own
+// progress and refuses a gap after it. It returns how many rows went.
+func (in *Inbox) Compact(ctx context.Context, through uint64) (int, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.conn == nil {
+		return 0, ErrInboxClosed
+	}
+	if in.head == 0 {
+		return 0, nil
+	}
+	through = min(through, in.head-1)
+	if through == 0 {
+		return 0, nil
+	}
+	if err := in.gate.LockWrite(ctx); err != nil {
+		return 0, fmt.Errorf("queue: waiting for the agent's read lease: %w", err)
+	}
+	defer in.gate.UnlockWrite()
+	if err := sqlitex.Execute(in.conn, "DELETE FROM rows WHERE seq <= ?", &sqlitex.ExecOptions{Args: []any{int64(through)}}); err != nil {
+		return 0, fmt.Errorf("queue: compacting the inbox: %w", err)
+	}
+	n := in.conn.Changes()
+	// auto_vacuum=INCREMENTAL was set at creation (queue.Create).
+	if err := sqlitex.ExecuteTransient(in.conn, "PRAGMA incremental_vacuum", nil); err != nil {
+		return n, fmt.Errorf("queue: compacting the inbox: %w", err)
+	}
+	return n, nil
 }

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ type mountEntry struct {
 	point  string // mount point, unescaped
 	fsType string
 	source string // e.g. /dev/loop3
+	super  string // superblock options, e.g. "rw,memory" for a v1 memory hierarchy
 }
 
 // readMountinfo lists the mounts of the daemon's mount namespace (which runsc, its child,
@@ -23,8 +25,13 @@ func readMountinfo() ([]mountEntry, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return parseMountinfo(f)
+}
+
+// parseMountinfo parses mountinfo text (tests feed it a fake host's).
+func parseMountinfo(r io.Reader) ([]mountEntry, error) {
 	var out []mountEntry
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		// "id parent maj:min root mountpoint opts [optional...] - fstype source superopts"
@@ -40,12 +47,20 @@ func readMountinfo() ([]mountEntry, error) {
 			point:  unescapeMountinfo(fields[4]),
 			fsType: postFields[0],
 			source: unescapeMountinfo(postFields[1]),
+			super:  superOpts(postFields),
 		})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read mountinfo: %w", err)
 	}
 	return out, nil
+}
+
+func superOpts(post []string) string {
+	if len(post) < 3 {
+		return ""
+	}
+	return post[2]
 }
 
 // mountAt returns the topmost mount whose mount point is exactly dir, if any.

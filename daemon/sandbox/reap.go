@@ -68,14 +68,19 @@ func (r *Runsc) list(ctx context.Context) ([]string, error) {
 // processes may belong to another runsc root (tests run several at once) and is left, and
 // minAge keeps it from racing a sandbox that is being created right now.
 func ReapCgroups(running []string, minAge time.Duration) ([]string, error) {
-	mounts, err := cgroupMounts()
+	h, err := DiscoverCgroups()
 	if err != nil {
 		return nil, err
 	}
+	return h.Reap(running, minAge)
+}
+
+// Reap is ReapCgroups on this set of hierarchies.
+func (h *CgroupHost) Reap(running []string, minAge time.Duration) ([]string, error) {
 	var reaped []string
 	var errs []error
-	for _, m := range mounts {
-		ents, err := os.ReadDir(filepath.Join(m, CgroupParent))
+	for _, m := range h.Hierarchies {
+		ents, err := os.ReadDir(filepath.Join(m.Mount, CgroupParent))
 		if err != nil {
 			continue // no sandbox ever ran under this hierarchy
 		}
@@ -83,7 +88,7 @@ func ReapCgroups(running []string, minAge time.Duration) ([]string, error) {
 			if !e.IsDir() || !idPattern.MatchString(e.Name()) || slices.Contains(running, e.Name()) {
 				continue
 			}
-			dir := filepath.Join(m, CgroupParent, e.Name())
+			dir := filepath.Join(m.Mount, CgroupParent, e.Name())
 			var st unix.Stat_t
 			if err := unix.Lstat(dir, &st); err != nil || time.Since(time.Unix(st.Ctim.Unix())) < minAge {
 				continue
@@ -91,7 +96,7 @@ func ReapCgroups(running []string, minAge time.Duration) ([]string, error) {
 			if busy, err := cgroupTreeBusy(dir); err != nil || busy {
 				continue
 			}
-			if err := removeCgroupTree(dir); err != nil {
+			if err := h.removeTree(dir); err != nil {
 				errs = append(errs, err)
 				continue
 			}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -33,16 +34,27 @@ type Config struct {
 	// Taken is the last outbox seq already delivered (from the store).
 	Taken uint64
 	// MaxOutboxBytes caps the outbox copy; queue.DefaultMaxOutboxBytes if 0.
+	// The size of the filesystem the outbox sits on caps it further.
 	MaxOutboxBytes int64
+	// Budget is the memory every session's outbox reads share (one per
+	// daemon); nil gives this wall a private one (tests).
+	Budget *queue.Budget
+	// QueryTimeout bounds SQLite's work on one outbox copy;
+	// queue.DefaultQueryTimeout if 0.
+	QueryTimeout time.Duration
 	// Deliver receives verified outbox rows in order, exactly once per
 	// successful return; an error leaves them to be offered again.
 	Deliver func(ctx context.Context, rows []queue.Row) error
 	// Refused reports refused socket requests, as one of the fixed
 	// sessionsock.Refused* classes (never the agent's text), and a hostile
-	// outbox, once, as "hostile outbox: " and the reason.
+	// outbox, once, as HostileOutbox and one of the fixed queue.Refused*
+	// classes (the detail is in Failed).
 	Refused func(what string)
 	// Agent owns the session socket (see sessionsock.Session.AgentUID).
 	Agent queue.Owner
+	// Model is the session's model proxy, served on its socket under /api/
+	// (see sessionsock.Session.Model). Nil refuses model calls.
+	Model http.Handler
 }
 
 // Wall is one session's side of the sandbox wall.
@@ -54,9 +66,16 @@ type Wall struct {
 	sock   *sessionsock.Server
 	outbox *queue.OutboxReader
 
-	mu     sync.Mutex // serialises outbox reads
-	taken  uint64     // guarded by mu
-	failed error      // guarded by mu: set once the outbox was found hostile
+	// collectMu serialises collections (copy, check and delivery). It is
+	// held across Deliver, which may do store and gateway work; nothing but
+	// another collection of this wall ever waits for it.
+	collectMu sync.Mutex
+	// mu guards the wall's state. It is only ever held for a moment, never
+	// across a copy, a query or a delivery: the supervisor's status, stop
+	// and failure paths take it.
+	mu     sync.Mutex
+	taken  uint64 // guarded by mu
+	failed error  // guarded by mu: set once the outbox was found hostile
 
 	idleBells bucket // charged per doorbell: size copied, and idleness
 }
@@ -137,16 +156,19 @@ func Open(cfg Config) (*Wall, error) {
 	}
 	w.bell = lease.NewBell(w.inbox.Head())
 	w.outbox = &queue.OutboxReader{
-		Path:     filepath.Join(cfg.Dir, wire.OutboxDir, wire.OutboxFile),
-		Session:  cfg.ID,
-		Key:      cfg.Key,
-		MaxBytes: cfg.MaxOutboxBytes,
+		Path:         filepath.Join(cfg.Dir, wire.OutboxDir, wire.OutboxFile),
+		Session:      cfg.ID,
+		Key:          cfg.Key,
+		MaxBytes:     cfg.MaxOutboxBytes,
+		Budget:       cfg.Budget,
+		QueryTimeout: cfg.QueryTimeout,
 	}
 	w.sock, err = sessionsock.Listen(cfg.Socket, &sessionsock.Session{
 		Inbox:     w.leases,
 		InboxBell: w.bell,
 		OnOutbox:  w.onOutbox,
 		Refused:   cfg.Refused,
+		Model:     cfg.Model,
 		AgentUID:  cfg.Agent.UID,
 		AgentGID:  cfg.Agent.GID,
 	})
@@ -159,7 +181,13 @@ func Open(cfg Config) (*Wall, error) {
 
 // Send appends bodies to the inbox in one transaction and rings the doorbell.
 func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
-	seq, err := w.inbox.Append(ctx, bodies...)
+	return w.SendChecked(ctx, nil, bodies...)
+}
+
+// SendChecked is Send with check run just before the commit (see
+// queue.Check): the supervisor audits a message there.
+func (w *Wall) SendChecked(ctx context.Context, check queue.Check, bodies ...wire.Body) (uint64, error) {
+	seq, err := w.inbox.AppendChecked(ctx, check, bodies...)
 	if err != nil {
 		return 0, err
 	}
@@ -167,12 +195,12 @@ func (w *Wall) Send(ctx context.Context, bodies ...wire.Body) (uint64, error) {
 	return seq, nil
 }
 
+// InboxHead is the last inbox seq written.
+func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
+
 // InboxRows reads back the verified inbox rows after seq after (the daemon's
 // own writes; for a channel recovering an interrupted hand-off).
 func (w *Wall) InboxRows(after uint64) ([]queue.Row, error) { return w.inbox.Read(after) }
-
-// InboxHead is the sequence number of the last inbox row written.
-func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
 
 // Leases exposes the inbox lease manager (for measurements).
 func (w *Wall) Leases() *lease.Manager { return w.leases }
@@ -191,6 +219,9 @@ func (w *Wall) Failed() error {
 	return w.failed
 }
 
+// HostileOutbox prefixes the class Refused reports for a refused outbox.
+const HostileOutbox = "hostile outbox: "
+
 // onOutbox runs while the agent waits on its doorbell and so is not writing.
 // ctx ends if the agent hangs up: that may stop the wait for a token but
 // never a collection under way, which would otherwise fail halfway and
@@ -200,9 +231,10 @@ func (w *Wall) onOutbox(ctx context.Context, seq uint64) (uint64, error) {
 		return w.Taken(), err
 	}
 	taken, n, copied, err := w.collect(context.WithoutCancel(ctx))
-	// Copying costs in proportion to the file: a token per MiB copied, so a
-	// hostile agent that keeps a huge outbox and rings after every one-row
-	// commit is slowed too (an honest agent prunes: ~0.1 token a ring).
+	// Copying costs in proportion to the bytes actually copied (never a size
+	// the file's own header claims): a token per MiB, so a hostile agent
+	// that keeps a huge outbox and rings after every one-row commit is
+	// slowed too (an honest agent prunes: ~0.1 token a ring).
 	cost := RingCost + float64(copied)/(1<<20)
 	if err != nil || n == 0 {
 		cost++
@@ -221,32 +253,69 @@ func (w *Wall) Collect(ctx context.Context) (uint64, error) {
 }
 
 // collect is Collect, also saying how many rows it delivered and how many
-// bytes it copied.
+// bytes it copied. It reads the whole copy in bounded batches, delivering
+// each before decoding the next. A panic anywhere in it (the copy, SQLite,
+// decoding, delivery) fails this session only, as RefusedPanic.
 func (w *Wall) collect(ctx context.Context) (taken uint64, delivered int, copied int64, err error) {
+	w.collectMu.Lock()
+	defer w.collectMu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			err = w.fail(&queue.HostileError{Class: queue.RefusedPanic, Err: fmt.Errorf("%v", p)})
+			taken = w.Taken()
+		}
+	}()
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.failed != nil {
-		return w.taken, 0, 0, w.failed
+	failed, from := w.failed, w.taken
+	w.mu.Unlock()
+	if failed != nil {
+		return from, 0, 0, failed
 	}
-	rows, err := w.outbox.Snapshot(w.taken, 0)
-	copied = w.outbox.LastSize()
+	snap, err := w.outbox.Open(ctx, from)
 	if err != nil {
 		if errors.Is(err, queue.ErrHostile) {
-			w.failed = err
-			if w.cfg.Refused != nil {
-				w.cfg.Refused("hostile outbox: " + err.Error())
-			}
+			err = w.fail(err)
 		}
-		return w.taken, 0, copied, fmt.Errorf("session %s: %w", w.cfg.ID, err)
+		return from, 0, 0, fmt.Errorf("session %s: %w", w.cfg.ID, err)
 	}
-	if len(rows) == 0 {
-		return w.taken, 0, copied, nil
+	defer snap.Close()
+	copied, taken = snap.Copied(), from
+	for {
+		rows, err := snap.Next()
+		if err != nil {
+			if errors.Is(err, queue.ErrHostile) {
+				err = w.fail(err)
+			}
+			return taken, delivered, copied, fmt.Errorf("session %s: %w", w.cfg.ID, err)
+		}
+		if len(rows) == 0 {
+			return taken, delivered, copied, nil
+		}
+		if err := w.cfg.Deliver(ctx, rows); err != nil {
+			return taken, delivered, copied, fmt.Errorf("session %s: delivering: %w", w.cfg.ID, err)
+		}
+		taken = rows[len(rows)-1].Header.Seq
+		delivered += len(rows)
+		w.mu.Lock()
+		w.taken = taken
+		w.mu.Unlock()
 	}
-	if err := w.cfg.Deliver(ctx, rows); err != nil {
-		return w.taken, 0, copied, fmt.Errorf("session %s: delivering: %w", w.cfg.ID, err)
+}
+
+// fail records err as the reason this wall's outbox is refused (once) and
+// reports its class. It returns the recorded reason.
+func (w *Wall) fail(err error) error {
+	w.mu.Lock()
+	first := w.failed == nil
+	if first {
+		w.failed = err
 	}
-	w.taken = rows[len(rows)-1].Header.Seq
-	return w.taken, len(rows), copied, nil
+	err = w.failed
+	w.mu.Unlock()
+	if first && w.cfg.Refused != nil {
+		w.cfg.Refused(HostileOutbox + queue.HostileClass(err))
+	}
+	return err
 }
 
 // Close stops the socket and closes the inbox.

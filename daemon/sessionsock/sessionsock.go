@@ -1,7 +1,8 @@
 // Package sessionsock serves the one unix socket a sandbox can reach: its
 // session's only way out. It speaks HTTP/1.1 and today carries only queue
 // coordination — inbox read leases and the doorbells in both directions —
-// which holds sequence numbers, never content. The model proxy will share it.
+// which holds sequence numbers, never content — and, under /api/, the model
+// proxy (Session.Model), which this package routes to but never imports.
 //
 // Everything arriving here comes from a possibly compromised agent: bodies
 // are size-capped, time-limited and strictly decoded, unknown paths and
@@ -74,6 +75,11 @@ type Session struct {
 	// seq. The agent holds off writing until it returns, so this is when the
 	// daemon copies the outbox. It returns the highest seq it took.
 	OnOutbox func(ctx context.Context, seq uint64) (uint64, error)
+	// Model serves the model proxy's paths (everything under
+	// wire.ModelPathPrefix; it refuses and audits all but the one it
+	// forwards). Nil refuses them like any unknown path. The handler sets
+	// its own deadlines for a long answer.
+	Model http.Handler
 	// Refused is told about every refused request (for the audit log, which
 	// aggregates repeats), with one of the Refused* classes. It must not
 	// block for long.
@@ -142,6 +148,9 @@ func Listen(path string, s *Session) (*Server, error) {
 	mux.HandleFunc("POST "+wire.PathInboxLease, h.lease)
 	mux.HandleFunc("POST "+wire.PathInboxRelease, h.release)
 	mux.HandleFunc("POST "+wire.PathOutboxCommitted, h.outbox)
+	if s.Model != nil {
+		mux.Handle(wire.ModelPathPrefix, s.Model)
+	}
 	mux.HandleFunc("/", h.refuse)
 	srv := &http.Server{
 		Handler:           mux,

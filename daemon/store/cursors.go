@@ -16,7 +16,47 @@ const (
 	// CursorOutboxDelivered is the highest outbox sequence number delivered;
 	// MarkDelivered advances it.
 	CursorOutboxDelivered = "outbox.delivered"
+	// CursorInboxConsumed is the highest inbox sequence number the agent
+	// reported handled (its Progress row) that the daemon has delivered and
+	// so recorded. Inbox compaction never goes past it, and a restored
+	// session's agent resumes after it.
+	CursorInboxConsumed = "inbox.consumed"
 )
+
+// AdvanceCursors advances several cursors of one session in one
+// transaction, each as AdvanceCursor would: all move or none does.
+func (s *Store) AdvanceCursors(ctx context.Context, id wire.SessionID, values map[string]uint64) error {
+	for name, v := range values {
+		if err := checkCursorName(name); err != nil {
+			return err
+		}
+		if _, err := i64("cursor value", v); err != nil {
+			return err
+		}
+	}
+	err := s.write(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		for name, v := range values {
+			cur, err := cursor(c, id, name)
+			if err != nil {
+				return err
+			}
+			if v < cur {
+				return fmt.Errorf("%w: %s %d is below the current %d", ErrBackwards, name, v, cur)
+			}
+			if err := setCursor(c, id, name, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: advancing cursors of session %s: %w", id, err)
+	}
+	return nil
+}
 
 // MaxCursorNameLen caps a cursor name.
 const MaxCursorNameLen = 64

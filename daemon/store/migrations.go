@@ -165,4 +165,63 @@ CREATE TABLE matrix_notices (
 	created   INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 `,
+	// 4: daemon keys wrapped by the master key, and the key epoch, so that
+	// the master key can rotate in one transaction (daemon/rotate).
+	`
+-- The store's content key and the audit MAC key, each wrapped by the
+-- master key (keys.WrapDaemonKey). A rotation rewraps them with the
+-- session keys; the keys themselves never change, so sealed values and the
+-- audit chain stay valid.
+CREATE TABLE daemon_keys (
+	purpose TEXT PRIMARY KEY CHECK (length(purpose) BETWEEN 1 AND 128),
+	wrapped BLOB NOT NULL CHECK (length(wrapped) BETWEEN 1 AND 512)
+) STRICT, WITHOUT ROWID;
+
+-- Which rotation the wrapped keys belong to: set in the rotation's own
+-- transaction, so after a crash the journal's epoch says whether the new
+-- key (equal) or the old one (different) opens this store. Not secret.
+CREATE TABLE key_epoch (
+	id    INTEGER PRIMARY KEY CHECK (id = 1),
+	epoch TEXT    NOT NULL CHECK (length(epoch) <= 64)
+) STRICT;
+`,
+	// 5: what the agent keeps (memory, notes, schedules) and the history the
+	// model sees: the sandbox is disposable, the daemon is the record.
+	`
+-- One row per remembered fact, note or schedule. Sealed under the session's
+-- own key (not the content key), so erasing the session's key erases them
+-- even before the trigger below runs. name_mac is a keyed MAC of the name
+-- (lookups without unsealing; keyed so it confirms no guess). due is the next
+-- firing of a schedule (NULL otherwise), kept clear so the scheduler can find
+-- what is due without unsealing anything.
+CREATE TABLE records (
+	session_id TEXT    NOT NULL REFERENCES sessions (id),
+	kind       TEXT    NOT NULL CHECK (kind IN ('memory', 'note', 'schedule')),
+	name_mac   BLOB    NOT NULL CHECK (length(name_mac) = 32),
+	sealed     BLOB    NOT NULL, -- sealed under the session key
+	due        INTEGER,
+	updated    INTEGER NOT NULL,
+	CHECK ((kind = 'schedule') = (due IS NOT NULL)),
+	PRIMARY KEY (session_id, kind, name_mac)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX records_due ON records (due) WHERE due IS NOT NULL;
+
+-- The conversation as the daemon recorded it: user messages and schedule
+-- firings it wrote to the inbox, replies it accepted and delivered. seq is
+-- the inbox row that carried the turn. Only the newest turns are kept.
+CREATE TABLE history (
+	session_id TEXT    NOT NULL REFERENCES sessions (id),
+	seq        INTEGER NOT NULL CHECK (seq >= 1),
+	sealed     BLOB    NOT NULL, -- sealed under the session key
+	PRIMARY KEY (session_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TRIGGER records_erase AFTER UPDATE OF state ON sessions
+	FOR EACH ROW WHEN NEW.state = 'erased'
+BEGIN
+	DELETE FROM records WHERE session_id = NEW.id;
+	DELETE FROM history WHERE session_id = NEW.id;
+END;
+`,
 }

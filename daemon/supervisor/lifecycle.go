@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 )
@@ -56,19 +55,24 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 	if err != nil {
 		return err
 	}
-	hs := (&wire.Handshake{Session: c.id, Key: *c.key}).Marshal()
-	defer clear(hs)
-	plan, err := s.SandboxPlan(c.id, p, hs)
+	// The handshake is made in startPlan, once the outbox is collected.
+	plan, err := s.SandboxPlan(c.id, p, nil)
 	if err != nil {
 		return err
 	}
+	// Audit before acting: the start is recorded before runsc is called, and
+	// no sandbox starts if it cannot be.
+	what := "starting"
+	if restart {
+		what = fmt.Sprintf("restarting after %d exit(s) within %v", len(c.exits), s.cfg.CrashLoopWindow)
+	}
+	if aerr := s.audit("daemon", "sandbox.start", c.id.String(), "", what); aerr != nil {
+		return fmt.Errorf("supervisor: audit: %w", aerr)
+	}
 	box, err := s.startPlan(ctx, c, plan)
 	result := "started"
-	if restart {
-		result = fmt.Sprintf("restarted after %d exit(s) within %v", len(c.exits), s.cfg.CrashLoopWindow)
-	}
 	if err != nil {
-		result = "failed: " + err.Error()
+		result = "failed: " + auditReason(err)
 	}
 	if aerr := s.audit("daemon", "sandbox.start", c.id.String(), "", result); aerr != nil {
 		if box != nil {
@@ -104,6 +108,13 @@ func (s *Supervisor) startPlan(ctx context.Context, c *conv, plan Plan) (box *sa
 	if _, err := c.wall.Collect(ctx); err != nil && !errors.Is(err, queue.ErrHotJournal) {
 		return nil, err
 	}
+	// Everything the agent wrote is applied: hand it the record.
+	hs, err := s.resume(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(hs)
+	plan.Spec.Stdin = hs
 	return s.cfg.Runsc.Start(ctx, plan.Spec)
 }
 
@@ -273,14 +284,14 @@ func (s *Supervisor) failLocked(c *conv, why error, action string) {
 	}
 	c.failed = why
 	c.restartAt = time.Time{}
-	result := why.Error()
+	result := auditReason(why)
 	if err := s.stopLocked(s.ctx, c, "session stopped: "+result); err != nil {
 		s.cfg.Log.Error("stopping a failed session", "session", c.id.String(), "err", err)
 	}
 	if err := s.audit("daemon", action, c.id.String(), "stopped", result); err != nil {
 		s.cfg.Log.Error("audit write failed", "session", c.id.String(), "err", err)
 	}
-	s.cfg.Log.Error("session stopped", "session", c.id.String(), "reason", result)
+	s.cfg.Log.Error("session stopped", "session", c.id.String(), "reason", why.Error())
 }
 
 // goFailHostile stops c's sandbox once its wall has refused the outbox. It runs apart: the
@@ -297,4 +308,14 @@ func (s *Supervisor) goFailHostile(c *conv) {
 		defer c.mu.Unlock()
 		s.failLocked(c, fmt.Errorf("its outbox was refused: %w", ferr), "sandbox.failed")
 	}()
+}
+
+// auditReason is what the audit log may say about err: for a refused outbox
+// only its fixed class, never the detail (which can quote what the agent
+// wrote); other errors are the daemon's own words.
+func auditReason(err error) string {
+	if class := queue.HostileClass(err); class != "" {
+		return "outbox refused: " + class
+	}
+	return err.Error()
 }

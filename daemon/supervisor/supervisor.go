@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/keys"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/session"
@@ -56,6 +58,10 @@ const (
 	DefaultMaxTmpMiB       = 256
 	DefaultMaxOutboxMiB    = 1024
 	DefaultMaxOutboxInodes = 65536
+	// DefaultMaxSessions matches config's limits.max_sessions.
+	DefaultMaxSessions = 100
+	// DefaultCopyBudgetMiB matches config's limits.outbox_copy_budget_mib.
+	DefaultCopyBudgetMiB = 128
 )
 
 // Config wires a Supervisor.
@@ -76,7 +82,15 @@ type Config struct {
 	// pins (the owner's pin; it may lag the installed binary until the
 	// owner moves it). Nil means AgentDigest.
 	NewSessionDigest func() string
-	Model            string
+	// Model is the model new sessions' profiles start with (config model.default).
+	Model string
+	// ModelUpstream is the Ollama server every session's model proxy forwards to
+	// (config model.ollama_url). Empty: no proxy is served and every model call is
+	// refused as an unknown endpoint.
+	ModelUpstream string
+	// ModelLimits bound each session's model proxy; zero fields take the proxy's
+	// defaults (package proxy).
+	ModelLimits proxy.Limits
 	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
 	// profile's limits. Zero refuses every start (there is no "unlimited").
 	MemoryMiB int64
@@ -88,6 +102,18 @@ type Config struct {
 	TmpMiB       int64
 	OutboxMiB    int64
 	OutboxInodes int64
+	// MaxSessions caps the sessions that exist (erased ones do not count);
+	// a message that would create one more is refused (config's
+	// limits.max_sessions). Default: DefaultMaxSessions.
+	MaxSessions int
+	// CopyBudgetMiB is the memory all sessions' outbox reads share at once
+	// (queue.Budget; config's limits.outbox_copy_budget_mib): a read waits
+	// for its share, and an outbox larger than half of it is refused.
+	// Default: DefaultCopyBudgetMiB.
+	CopyBudgetMiB int64
+	// OutboxQueryTimeout bounds SQLite's work on one outbox copy.
+	// Default: queue.DefaultQueryTimeout.
+	OutboxQueryTimeout time.Duration
 	// MaxRunning caps sandboxes running at once (config's limits.max_running_sandboxes).
 	// Default: DefaultMaxRunning.
 	MaxRunning int
@@ -103,10 +129,17 @@ type Config struct {
 	// Resume. Defaults: DefaultCrashLoopCount, DefaultCrashLoopWindow.
 	CrashLoopCount  int
 	CrashLoopWindow time.Duration
+	// InboxKeepRows and InboxCompactEvery are the inbox retention policy
+	// (see retention.go). Defaults: DefaultInboxKeepRows,
+	// DefaultInboxCompactEvery.
+	InboxKeepRows, InboxCompactEvery uint64
 	// Changes receives agents' change requests (the gateway). Nil refuses
 	// them all, audited.
 	Changes ChangeSink
-	Log     *slog.Logger
+	// Schedules is told when an agent adds a schedule (the scheduler). Nil:
+	// nobody is told.
+	Schedules ScheduleWaker
+	Log       *slog.Logger
 }
 
 // withDefaults fills the zero fields that have a default.
@@ -129,6 +162,18 @@ func (c Config) withDefaults() Config {
 	if c.MaxRunning <= 0 {
 		c.MaxRunning = DefaultMaxRunning
 	}
+	if c.InboxKeepRows == 0 {
+		c.InboxKeepRows = DefaultInboxKeepRows
+	}
+	if c.InboxCompactEvery == 0 {
+		c.InboxCompactEvery = DefaultInboxCompactEvery
+	}
+	if c.MaxSessions <= 0 {
+		c.MaxSessions = DefaultMaxSessions
+	}
+	if c.CopyBudgetMiB <= 0 {
+		c.CopyBudgetMiB = DefaultCopyBudgetMiB
+	}
 	for _, f := range []struct {
 		p *int64
 		d int64
@@ -142,6 +187,9 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// ErrTooManySessions refuses a new session past Config.MaxSessions.
+var ErrTooManySessions = errors.New("supervisor: too many sessions")
 
 // Reply is an agent's answer as delivered to a binding.
 type Reply struct {
@@ -164,6 +212,11 @@ func ReplyTxnID(session wire.SessionID, seq uint64) string {
 // Supervisor owns every running conversation.
 type Supervisor struct {
 	cfg Config
+	// budget is the memory every session's outbox reads share.
+	budget *queue.Budget
+	// createMu serialises session creation, so that two first messages
+	// cannot both pass the MaxSessions check.
+	createMu sync.Mutex
 
 	// ctx is cancelled by Close; background work (watchers, scheduled restarts) runs under
 	// it and is counted in wg, which Close waits for.
@@ -179,6 +232,11 @@ type Supervisor struct {
 	// again (ids are never reused, so this only grows by erasures).
 	erased map[wire.SessionID]bool // guarded by mu
 	closed bool                    // guarded by mu
+	// budgets are the sessions' model budgets. They live here, not with a
+	// sandbox or a conversation, so that neither a restart nor reopening a
+	// session refills the day's tokens.
+	budgets     map[wire.SessionID]*proxy.Budget // guarded by mu
+	modelClient *http.Client                     // shared by every session's proxy
 }
 
 // conv is one open conversation.
@@ -193,6 +251,7 @@ type conv struct {
 	lastActive atomic.Int64  // unix nanoseconds of the last message in or row out
 	progress   atomic.Uint64 // highest inbox seq the agent recorded as handled
 	inboxHead  atomic.Uint64 // highest inbox seq this supervisor wrote
+	compacted  atomic.Uint64 // inbox rows through this seq were compacted away
 
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
@@ -219,8 +278,9 @@ func New(cfg Config) (*Supervisor, error) {
 	// bind-mounted directories; nobody else needs even to list them.
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Supervisor{
-		cfg: cfg, ctx: ctx, cancel: cancel,
+		cfg: cfg, ctx: ctx, cancel: cancel, budget: queue.NewBudget(cfg.CopyBudgetMiB << 20),
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
+		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
 	}, nil
 }
 
@@ -266,11 +326,18 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 	if err != nil {
 		return wire.SessionID{}, 0, err
 	}
-	seq, err := c.wall.Send(ctx, wire.Message{From: from, Text: text})
+	// Audited as metadata (session, sequence, size; never the text) before
+	// it is committed: a message that cannot be audited is not written.
+	seq, err := c.wall.SendChecked(ctx, func(first, last uint64, size int) error {
+		return s.audit("daemon", "message.in", c.id.String(), "", fmt.Sprintf("seq %d, %d bytes", last, size))
+	}, wire.Message{From: from, Text: text})
 	if err != nil {
 		return c.id, 0, err
 	}
 	c.noteInbox(seq)
+	if err := s.recordUser(ctx, c, seq, text); err != nil {
+		return c.id, seq, err
+	}
 	if err := s.ensureSandbox(ctx, c, false); err != nil {
 		return c.id, seq, err
 	}
@@ -323,12 +390,20 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	c := &conv{id: sess.ID, binding: binding, key: key}
 	c.touch()
 	actor := "agent:" + sess.ID.String()
+	model, err := s.modelProxyLocked(sess.ID)
+	if err != nil {
+		clear(key[:])
+		return nil, err
+	}
 	c.wall, err = session.Open(session.Config{
+		Model: model,
 		// The daemon copies at most what any outbox filesystem may hold
 		// (the host maximum; a session's image is never larger), so an
 		// honest agent's full outbox is never mistaken for a hostile one,
 		// whatever its profile says now or later. Doorbells pay per MiB.
 		MaxOutboxBytes: s.cfg.OutboxMiB << 20,
+		Budget:         s.budget,
+		QueryTimeout:   s.cfg.OutboxQueryTimeout,
 		ID:             sess.ID,
 		Key:            key,
 		Dir:            s.sessionDir(sess.ID),
@@ -340,10 +415,12 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 		// held: it must not call back into the wall or take c.mu.
 		Refused: func(what string) {
 			action := "socket.refused"
-			if strings.HasPrefix(what, "hostile outbox") {
+			if strings.HasPrefix(what, session.HostileOutbox) {
 				action = "outbox.refused"
 				s.goFailHostile(c)
 			}
+			// A refusal has nothing left to fail: a failed write is counted
+			// by the audit log (ironclaw status) and logged.
 			if err := s.cfg.Audit.Refuse(actor, action, sess.ID.String(), what); err != nil {
 				s.cfg.Log.Error("audit write failed", "session", sess.ID.String(), "err", err)
 			}
@@ -357,8 +434,44 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 		clear(key[:])
 		return nil, err
 	}
+	// Resume the lifecycle's view from the record: what was written, and
+	// what the agent last said it handled.
+	c.inboxHead.Store(c.wall.InboxHead())
+	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, CursorInboxHandled); err == nil {
+		c.progress.Store(min(handled, c.wall.InboxHead()))
+	}
 	s.running[sess.ID] = c
 	return c, nil
+}
+
+// modelProxyLocked returns the session's model proxy (nil when no upstream is
+// configured). Callers hold s.mu.
+func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
+	if s.cfg.ModelUpstream == "" {
+		return nil, nil
+	}
+	b := s.budgets[id]
+	if b == nil {
+		b = &proxy.Budget{}
+		s.budgets[id] = b
+	}
+	p, err := proxy.New(proxy.Config{
+		Upstream: s.cfg.ModelUpstream,
+		Session:  id.String(),
+		Profile: func(ctx context.Context) (profile.Profile, error) {
+			_, p, err := s.cfg.Store.CurrentProfile(ctx, id)
+			return p, err
+		},
+		Budget: b,
+		Audit:  s.cfg.Audit,
+		Client: s.modelClient,
+		Limits: s.cfg.ModelLimits,
+		Log:    s.cfg.Log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
+	return p, nil
 }
 
 func (s *Supervisor) sessionDir(id wire.SessionID) string {
@@ -375,6 +488,28 @@ func (s *Supervisor) socketPath(id wire.SessionID) string {
 
 // create makes a new session bound to binding.
 func (s *Supervisor) create(ctx context.Context, binding string) (store.Session, error) {
+	s.createMu.Lock()
+	defer s.createMu.Unlock()
+	// Another first message for this binding may have created it meanwhile.
+	if sess, err := s.cfg.Store.SessionByBinding(ctx, binding); err == nil || !errors.Is(err, store.ErrNotFound) {
+		return sess, err
+	}
+	all, err := s.cfg.Store.ListSessions(ctx)
+	if err != nil {
+		return store.Session{}, err
+	}
+	live := 0
+	for _, ss := range all {
+		if ss.State != store.StateErased {
+			live++
+		}
+	}
+	if live >= s.cfg.MaxSessions {
+		if aerr := s.cfg.Audit.Refuse("daemon", "session.create", "binding", "limits.max_sessions reached"); aerr != nil {
+			s.cfg.Log.Error("audit write failed", "err", aerr)
+		}
+		return store.Session{}, fmt.Errorf("%w: %d sessions exist, the limit (limits.max_sessions): erase one (`ironclaw sessions erase`) or raise the limit", ErrTooManySessions, live)
+	}
 	id, err := wire.NewSessionID()
 	if err != nil {
 		return store.Session{}, err
@@ -423,6 +558,11 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// after that loses nothing: the channel finds the intent (Undelivered)
 	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
+	// Record operations and progress are idempotent: applied before the
+	// cursor moves, so a failure offers them again (records.go).
+	if err := s.applyRecords(ctx, c, rows); err != nil {
+		return err
+	}
 	var taken []store.TakenReply
 	for _, r := range rows {
 		if b, ok := r.Body.(wire.Reply); ok {
@@ -433,9 +573,41 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 		s.cfg.Log.Error("recording replies taken from the outbox; they will be offered again", "session", c.id.String(), "err", err)
 		return err
 	}
+	// The agent's progress is recorded after the delivery (a crash between
+	// the two leaves it behind, never ahead): inbox compaction and a
+	// restored session's agent go by it.
+	cursors := map[string]uint64{}
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Progress); ok {
+			cursors[store.CursorInboxConsumed] = max(cursors[store.CursorInboxConsumed], min(b.Inbox, c.inboxHead.Load()))
+		}
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		if cur, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed); err != nil {
+			return err
+		} else if p < cur {
+			delete(cursors, store.CursorInboxConsumed) // a restarted agent re-reading: never backwards
+		}
+	}
+	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
+		return err
+	}
+	if p, ok := cursors[store.CursorInboxConsumed]; ok {
+		s.compactInbox(ctx, c, p)
+	}
+	s.refusedTools(c, rows)
+	if err := s.echoReplies(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
+	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
 		case wire.Reply:
+			// Metadata only, before it is handed on; a reply that cannot be
+			// audited is not handed on (the failure is counted and logged).
+			if err := s.audit("agent:"+c.id.String(), "reply.out", c.id.String(), "", fmt.Sprintf("seq %d, %d bytes", r.Header.Seq, len(b.Text))); err != nil {
+				s.cfg.Log.Error("audit write failed; reply not delivered", "session", c.id.String(), "seq", r.Header.Seq, "err", err)
+				continue
+			}
 			s.mu.Lock()
 			for ch, binding := range s.waiters {
 				if binding == c.binding {
@@ -450,7 +622,9 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 			// The gateway decides; a refusal is an outcome, not a delivery
 			// failure (it is audited there).
 			if s.cfg.Changes == nil {
-				s.cfg.Audit.Refuse("agent:"+c.id.String(), "change.refused", c.id.String(), "no gateway")
+				if err := s.cfg.Audit.Refuse("agent:"+c.id.String(), "change.refused", c.id.String(), "no gateway"); err != nil {
+					s.cfg.Log.Error("audit write failed", "session", c.id.String(), "err", err)
+				}
 			} else if err := s.cfg.Changes.SubmitAgentChange(ctx, c.id, b); err != nil {
 				s.cfg.Log.Info("change request not accepted", "session", c.id.String(), "err", err)
 			}

@@ -17,6 +17,10 @@
 //	crashonce            exit 3 the first time, answer "survived" after the restart
 //	tamper:symlink:<p>   replace outbox.db with a symlink to host path p, ring the doorbell
 //	tamper:fifo          replace outbox.db with a FIFO, ring the doorbell
+//	hostile:<shape>      leave a hostile outbox.db and ring (outboxShapes: sparse, freepages,
+//	                     grow, rows, hugerow, slowschema, panic) — the daemon must fail this
+//	                     session alone and stay within its memory bound
+//	flood                ring the outbox doorbell and ask for leases as fast as it can, forever
 //
 // Built by the test with CGO_ENABLED=0, like agentd: the rootfs holds only this file.
 package main
@@ -59,6 +63,7 @@ type Config struct {
 	CanaryPID    int      `json:"canary_pid"`    // a host process running as uid 65534
 	HostPaths    []string `json:"host_paths"`    // host files and sockets it must not reach
 	OtherSession string   `json:"other_session"` // another session's id
+	HostRoot     string   `json:"host_root"`     // the daemon's state and runtime directories' parent
 }
 
 // Result is one attempt.
@@ -223,6 +228,23 @@ func (a *agent) handle(ctx context.Context, seq uint64, text string) error {
 		summary := fmt.Sprintf("attacks: %d tried, %d succeeded", tried, broke)
 		_ = stdout.Encode(map[string]any{"event": "done", "tried": tried, "succeeded": broke})
 		return a.commit(ctx, seq, wire.Reply{Text: summary, InReplyTo: seq})
+	case "hostile":
+		if err := a.commit(ctx, seq, wire.Reply{Text: "hostile " + arg, InReplyTo: seq}); err != nil {
+			return err
+		}
+		a.hostileOutbox(ctx, arg)
+		time.Sleep(time.Hour) // the daemon should stop us now
+	case "flood":
+		// flood:<seconds>:<shape>: flood the socket, then leave a hostile outbox too.
+		secs, shape, _ := strings.Cut(arg, ":")
+		n, _ := strconv.Atoi(secs)
+		if err := a.commit(ctx, seq, wire.Reply{Text: "flooding", InReplyTo: seq}); err != nil {
+			return err
+		}
+		a.flood(ctx)
+		time.Sleep(time.Duration(n) * time.Second)
+		a.hostileOutbox(ctx, shape)
+		time.Sleep(time.Hour)
 	case "tamper":
 		if err := a.commit(ctx, seq, wire.Reply{Text: "tampering", InReplyTo: seq}); err != nil {
 			return err
@@ -281,6 +303,7 @@ func oom() {
 func attacks(ctx context.Context, a *agent, cfg Config) {
 	runtime.LockOSThread() // namespace attempts change the calling thread if they work
 	recon()
+	viewAttacks(cfg)
 	inboxAttacks()
 	networkAttacks(cfg)
 	socketAttacks(ctx)
@@ -868,4 +891,158 @@ func fillOutbox() {
 		}
 	}
 	emit(r)
+}
+
+// viewAttacks reports what the sandbox lets the agent see of the host: open descriptors
+// beyond stdio (a leaked host file), and mount sources naming host paths or another session.
+func viewAttacks(cfg Config) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		attempt("secrets.fds_beyond_stdio", err)
+	} else {
+		var extra []string
+		for _, e := range ents {
+			n, _ := strconv.Atoi(e.Name())
+			if n <= 2 {
+				continue
+			}
+			target, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			// ReadDir's own descriptor on /proc/self/fd, and the Go runtime's
+			// (epoll, the pipe that wakes it) are ours; anything else was inherited.
+			if strings.HasPrefix(target, "anon_inode:") || strings.HasPrefix(target, "pipe:") || target == "/proc/self/fd" || strings.HasSuffix(target, "/fd") {
+				continue
+			}
+			extra = append(extra, e.Name()+"->"+target)
+		}
+		emit(Result{Attack: "secrets.fds_beyond_stdio", OK: len(extra) > 0, N: int64(len(ents)), Detail: strings.Join(extra, " ")})
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		attempt("secrets.mountinfo_host_path", err)
+		return
+	}
+	var seen []string
+	needles := append([]string{cfg.OtherSession, cfg.HostRoot}, cfg.HostPaths...)
+	for _, n := range needles {
+		if n != "" && bytes.Contains(mi, []byte(n)) {
+			seen = append(seen, n)
+		}
+	}
+	emit(Result{Attack: "secrets.mountinfo_host_path", OK: len(seen) > 0, N: int64(len(mi)), Detail: strings.Join(seen, " ") + "\n" + string(mi)})
+}
+
+// hostileOutbox leaves outbox.db in one of the shapes that would make a careless daemon
+// read too much or too long, then rings the doorbell (again and again) until stopped.
+func (a *agent) hostileOutbox(ctx context.Context, shape string) {
+	head := a.out.Head()
+	a.out.Close()
+	var err error
+	switch shape {
+	case "sparse":
+		// Far past the filesystem's own size, with a SQLite-looking header.
+		err = os.Truncate(wire.SandboxOutbox, 1000<<20)
+	case "freepages":
+		err = rawSQL("CREATE TABLE pad (b BLOB)",
+			"INSERT INTO pad SELECT zeroblob(1<<20) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 10) SELECT x FROM c)",
+			"DROP TABLE pad")
+	case "grow":
+		// Keep growing the file by odd amounts, and cut it back, while the daemon reads.
+		go func() {
+			junk := bytes.Repeat([]byte{0xa5}, 4093)
+			fi, _ := os.Stat(wire.SandboxOutbox)
+			base := fi.Size()
+			for {
+				f, err := os.OpenFile(wire.SandboxOutbox, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return
+				}
+				for i := 0; i < 256; i++ {
+					f.Write(junk)
+				}
+				f.Close()
+				os.Truncate(wire.SandboxOutbox, base+4093)
+			}
+		}()
+	case "rows":
+		// A million tiny rows, contiguous after the last real one.
+		err = rawSQL(fmt.Sprintf("INSERT INTO rows SELECT %d + x, x'00' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000000) SELECT x FROM c)", head))
+	case "hugerow":
+		err = rawSQL(fmt.Sprintf("INSERT INTO rows VALUES (%d, zeroblob(8<<20))", head+1))
+	case "slowschema":
+		err = rawSQL("PRAGMA writable_schema=ON",
+			"INSERT INTO sqlite_schema SELECT 'table', 't'||x, 't'||x, 2, 'CREATE TABLE t'||x||' (a, b, c, d, e, f, g, h)' FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000) SELECT x FROM c)")
+	case "panic":
+		// A valid row the test's decode hook panics on.
+		var out *outbox.Writer
+		if out, err = outbox.Open(wire.SandboxOutbox, hs.Session, &hs.Key); err == nil {
+			_, err = out.Append(wire.Reply{Text: "PANIC-HOOK"})
+			out.Close()
+		}
+	default:
+		err = fmt.Errorf("unknown shape %q", shape)
+	}
+	if err != nil {
+		emit(Result{Attack: "hostile." + shape + ".plant", Err: err.Error(), Detail: "could not plant: the test must notice"})
+		return
+	}
+	for i := 0; ; i++ {
+		_, err := a.co.OutboxCommitted(ctx, head+1)
+		if i == 0 {
+			r := Result{Attack: "hostile." + shape, OK: err == nil}
+			if err != nil {
+				r.Err = err.Error()
+			}
+			emit(r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawSQL runs statements on outbox.db through a plain read-write connection, as any
+// code in the sandbox could.
+func rawSQL(stmts ...string) error {
+	conn, err := sqlite.OpenConn(wire.SandboxOutbox, sqlite.OpenReadWrite|sqlite.OpenNoMutex)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for _, q := range stmts {
+		st, _, err := conn.PrepareTransient(q)
+		if err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+		for {
+			row, err := st.Step()
+			if err != nil {
+				st.Finalize()
+				return fmt.Errorf("%s: %w", q, err)
+			}
+			if !row {
+				break
+			}
+		}
+		st.Finalize()
+	}
+	return nil
+}
+
+// flood rings the outbox doorbell and asks for inbox leases as fast as the socket
+// answers, from several goroutines that run until the sandbox ends: the daemon must slow
+// only this agent.
+func (a *agent) flood(ctx context.Context) {
+	head := a.out.Head()
+	for range 4 {
+		go func() {
+			for {
+				a.co.OutboxCommitted(ctx, head)
+			}
+		}()
+	}
+	go func() {
+		for {
+			if g, err := a.co.Lease(ctx, 0, time.Millisecond); err == nil && g.Lease != 0 {
+				a.co.Release(ctx, g.Lease)
+			}
+		}
+	}()
 }

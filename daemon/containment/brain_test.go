@@ -1,0 +1,194 @@
+package containment
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/audit"
+	"github.com/ironclaw/ironclaw/daemon/scheduler"
+	"github.com/ironclaw/ironclaw/daemon/supervisor"
+)
+
+// grantAll gives the session bound to binding every tool and permission, as
+// an approved change would, and waits until the new profile runs.
+func (d *daemon) grantAll(binding string) wire.SessionID {
+	d.t.Helper()
+	id, _ := d.sessionKey(binding)
+	ctx := context.Background()
+	base, p, err := d.store.CurrentProfile(ctx, id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	p.Tools = wire.Tools()
+	p.Permissions.Memory, p.Permissions.Notes, p.Permissions.Schedule = true, true, true
+	v, err := d.store.PutProfileVersion(ctx, id, base, p)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := d.sup.ProfileApplied(ctx, id, v, p.Canonical(), true); err != nil {
+		d.t.Fatal(err)
+	}
+	return id
+}
+
+// TestBrainTurnsUnderRunsc: under real runsc, a message goes in, the model
+// (scripted, inside the sandbox) calls tools, the tools' operations reach
+// the daemon's sealed store, and the reply comes out; the next turn's
+// context holds what the daemon recorded.
+func TestBrainTurnsUnderRunsc(t *testing.T) {
+	d := newDaemon(t, scriptedPath)
+	if got := d.ask("brain", "hello", 30*time.Second); got != "heard: hello" {
+		t.Fatalf("reply %q", got)
+	}
+	id := d.grantAll("brain")
+	got := d.ask("brain", `call remember {"key":"tea","text":"green"}
+call note_write {"name":"todo.md","text":"- milk"}
+call schedule {"action":"add","text":"stretch","in_minutes":60}`, 30*time.Second)
+	if !strings.HasPrefix(got, "done: remember=remembered tea | note_write=wrote todo.md | schedule=scheduled ") {
+		t.Fatalf("reply %q", got)
+	}
+	recs, err := d.sup.Records(context.Background(), id, "test:operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs.Memory) != 1 || recs.Memory[0].Text != "green" || len(recs.Notes) != 1 || len(recs.Schedules) != 1 {
+		t.Fatalf("the daemon's record %+v", recs)
+	}
+	d.waitAudit(time.Second, "session.show", func(e audit.Entry) bool { return e.Action == "session.show" && e.Actor == "test:operator" })
+	// The reply tool sends a message mid-turn, before the final answer.
+	if got := d.ask("brain", `call reply {"text":"one moment"}`, 30*time.Second); got != "one moment" {
+		t.Fatalf("mid-turn reply %q", got)
+	}
+	got = d.ask("brain", "context?", 30*time.Second)
+	if !strings.Contains(got, "memory: tea: green") || !strings.Contains(got, "user:hello / assistant:heard: hello") {
+		t.Fatalf("context %q", got)
+	}
+}
+
+// TestUngrantedToolRefusedUnderRunsc: the default profile grants no memory;
+// a call to remember is refused inside the sandbox and the refusal reaches
+// the daemon's audit log.
+func TestUngrantedToolRefusedUnderRunsc(t *testing.T) {
+	d := newDaemon(t, scriptedPath)
+	got := d.ask("plain", `call remember {"key":"a","text":"b"}`, 30*time.Second)
+	if !strings.Contains(got, "not granted") {
+		t.Fatalf("reply %q", got)
+	}
+	id, _ := d.sessionKey("plain")
+	d.waitAudit(5*time.Second, "tool.refused", func(e audit.Entry) bool {
+		return e.Action == "tool.refused" && e.Subject == id.String() && e.Result == "tool not granted: remember"
+	})
+	if recs, _ := d.sup.Records(context.Background(), id, "test"); len(recs.Memory) != 0 {
+		t.Fatalf("a refused call reached the store: %+v", recs)
+	}
+}
+
+// TestOutboxLossLosesNothing: the sandbox's outbox (filesystem image and
+// database) is deleted; memory, notes and history survive in the daemon's
+// record, the fresh agent does not answer old messages again, and its
+// outbox rows continue after what the daemon took.
+func TestOutboxLossLosesNothing(t *testing.T) {
+	d := newDaemon(t, scriptedPath)
+	d.ask("lossy", "hello", 30*time.Second)
+	id := d.grantAll("lossy")
+	d.ask("lossy", "call remember {\"key\":\"tea\",\"text\":\"green\"}\ncall note_write {\"name\":\"n1\",\"text\":\"kept\"}", 30*time.Second)
+	ch := d.sup.Subscribe("lossy")
+	defer d.sup.Unsubscribe(ch)
+	if err := d.sup.ResetOutbox(context.Background(), id, "test:operator"); err != nil {
+		t.Fatal(err)
+	}
+	d.waitAudit(time.Second, "outbox.reset", func(e audit.Entry) bool { return e.Action == "outbox.reset" && e.Result == "reset" })
+	if got := d.ask("lossy", `call note_read {"name":"n1"}`, 30*time.Second); got != "done: note_read=kept" {
+		t.Fatalf("note after the reset: %q", got)
+	}
+	got := d.ask("lossy", "context?", 30*time.Second)
+	if !strings.Contains(got, "tea: green") || !strings.Contains(got, "user:hello") {
+		t.Fatalf("context after the reset: %q", got)
+	}
+	// Only the two questions asked since were answered: nothing old again.
+	time.Sleep(300 * time.Millisecond)
+	n := 0
+	for len(ch) > 0 {
+		<-ch
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d replies since the reset, want 2 (old messages answered again?)", n)
+	}
+}
+
+// fixedClock is a scheduler clock set by the test.
+type fixedClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fixedClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+func (c *fixedClock) After(time.Duration) <-chan time.Time { return make(chan time.Time) }
+
+// TestScheduleWakesStoppedSandbox: a schedule set by the agent fires at its
+// time into a stopped session's inbox and wakes its sandbox; after a daemon
+// restart, a firing missed while it was down fires once, marked late.
+func TestScheduleWakesStoppedSandbox(t *testing.T) {
+	d := newDaemon(t, scriptedPath)
+	d.ask("sched", "hello", 30*time.Second)
+	id := d.grantAll("sched")
+	got := d.ask("sched", `call schedule {"action":"add","text":"stretch","in_minutes":1,"every_minutes":1}`, 30*time.Second)
+	if !strings.HasPrefix(got, "done: schedule=scheduled") {
+		t.Fatalf("reply %q", got)
+	}
+	ctx := context.Background()
+	if err := d.sup.Stop(ctx, id, "test:operator"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := d.sup.Status(id); st.Running {
+		t.Fatal("still running after Stop")
+	}
+	firing := func(sup *supervisor.Supervisor, at time.Time) string {
+		t.Helper()
+		ch := sup.Subscribe("sched")
+		defer sup.Unsubscribe(ch)
+		s := scheduler.New(scheduler.Config{Store: d.store, Target: sup, Clock: &fixedClock{now: at}})
+		if _, err := s.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-ch:
+			return r.Text
+		case <-time.After(30 * time.Second):
+			st, _ := sup.Status(id)
+			t.Fatalf("no reply to the firing; status %+v %s", st, tailStr(st.Stderr, 2000))
+		}
+		return ""
+	}
+	got = firing(d.sup, time.Now().Add(61*time.Second))
+	if !strings.Contains(got, "[schedule ") || !strings.Contains(got, "stretch") || strings.Contains(got, "late") {
+		t.Fatalf("firing reply %q", got)
+	}
+	if st, _ := d.sup.Status(id); !st.Running {
+		t.Fatal("the firing did not wake the sandbox")
+	}
+	// The daemon restarts; ten minutes pass while it is down.
+	d.closeSupervisor()
+	next, err := supervisor.New(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close(context.Background())
+	if _, err := next.Reap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got = firing(next, time.Now().Add(11*time.Minute))
+	if !strings.Contains(got, "late") || !strings.Contains(got, "stretch") {
+		t.Fatalf("late firing reply %q", got)
+	}
+
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package containment
+
+const raceEnabled = false

@@ -1,0 +1,203 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/queue"
+	"github.com/ironclaw/ironclaw/daemon/store"
+)
+
+// The sandbox is disposable; the daemon is the record. What the agent keeps
+// (memory, notes, schedules) arrives as outbox rows and is kept sealed in the
+// store under the session's key; the history the model sees is what the
+// daemon wrote (user messages, schedule firings) and what it delivered
+// (echoed back into the inbox as Delivered rows). At every sandbox start the
+// daemon writes a State row with all of it, and the handshake tells the
+// agent where to resume, so a lost outbox loses nothing.
+
+// CursorInboxHandled is the store cursor naming the last inbox row the
+// agent recorded as handled (from its Progress rows).
+const CursorInboxHandled = "inbox.handled"
+
+// applyRecords applies the record operations among rows, and the agent's
+// progress, before the outbox cursor moves past them: each is idempotent,
+// so a failure leaves the rows to be offered again and nothing is lost.
+// A session at its cap is refused (audited), not retried.
+func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row) error {
+	actor, subject := "agent:"+c.id.String(), c.id.String()
+	var handled uint64
+	for _, r := range rows {
+		var err error
+		switch b := r.Body.(type) {
+		case wire.MemoryOp:
+			err = s.cfg.Store.ApplyMemory(ctx, c.id, c.key, b)
+		case wire.NoteOp:
+			err = s.cfg.Store.ApplyNote(ctx, c.id, c.key, b)
+		case wire.ScheduleOp:
+			err = s.cfg.Store.ApplySchedule(ctx, c.id, c.key, b)
+			if err == nil && b.Op == wire.OpAdd && s.cfg.Schedules != nil {
+				s.cfg.Schedules.Changed()
+			}
+		case wire.Progress:
+			handled = max(handled, min(b.Inbox, c.wall.InboxHead()))
+		}
+		if errors.Is(err, store.ErrFull) {
+			err = s.cfg.Audit.Refuse(actor, "records.refused", subject, r.Body.Kind().String()+" at the session's cap")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if handled > 0 {
+		cur, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled)
+		if err != nil {
+			return err
+		}
+		if handled > cur {
+			return s.cfg.Store.SetCursor(ctx, c.id, CursorInboxHandled, handled)
+		}
+	}
+	return nil
+}
+
+// echoReplies writes the replies among rows back into the inbox as
+// Delivered rows and records them as history, so the next turns' context is
+// rebuilt from what the daemon accepted, never from the agent's own record.
+func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row) error {
+	var echoes []wire.Body
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Reply); ok {
+			echoes = append(echoes, wire.Delivered{Text: b.Text, InReplyTo: b.InReplyTo})
+		}
+	}
+	if len(echoes) == 0 {
+		return nil
+	}
+	last, err := c.wall.Send(ctx, echoes...)
+	if err != nil {
+		return fmt.Errorf("supervisor: echoing replies: %w", err)
+	}
+	c.noteInbox(last)
+	first := last - uint64(len(echoes)) + 1
+	for i, e := range echoes {
+		t := wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}
+		if err := s.cfg.Store.AppendHistory(ctx, c.id, c.key, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refusedTools audits the tool calls the agent reports it refused. The
+// reason is a fixed class: the tool's name only if it is compiled in.
+func (s *Supervisor) refusedTools(c *conv, rows []queue.Row) {
+	for _, r := range rows {
+		b, ok := r.Body.(wire.ToolRefused)
+		if !ok {
+			continue
+		}
+		reason := "tool not compiled in"
+		if slices.Contains(wire.Tools(), b.Tool) {
+			reason = "tool not granted: " + b.Tool
+		}
+		if err := s.cfg.Audit.Refuse("agent:"+c.id.String(), "tool.refused", c.id.String(), reason); err != nil {
+			s.cfg.Log.Error("audit write failed", "session", c.id.String(), "err", err)
+		}
+	}
+}
+
+// resume writes the session's current profile and State row into its inbox and returns the
+// handshake that tells a starting agent where to resume. Call it after the
+// outbox was collected (so every operation the agent wrote is applied).
+func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
+	recs, err := s.cfg.Store.Records(ctx, c.id, c.key)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := s.cfg.Store.History(ctx, c.id, c.key, wire.MaxHistoryTurns)
+	if err != nil {
+		return nil, err
+	}
+	handled, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled)
+	if err != nil {
+		return nil, err
+	}
+	version, p, err := s.cfg.Store.CurrentProfile(ctx, c.id)
+	if err != nil {
+		return nil, err
+	}
+	_, st, err := wire.EncodeState(wire.State{Handled: handled, Memory: recs.Memory, Notes: recs.Notes, Schedules: recs.Schedules, History: hist})
+	if err != nil {
+		return nil, err
+	}
+	// The current profile goes first: the agent may resume after the row
+	// that first carried it.
+	seq, err := c.wall.Send(ctx, wire.ProfileUpdate{Version: version, Canonical: string(p.Canonical())}, st)
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: writing the start rows: %w", err)
+	}
+	c.noteInbox(seq)
+	hs := wire.Handshake{Session: c.id, Key: *c.key, Handled: handled, OutboxTaken: c.wall.Taken(), State: seq - 1}
+	return hs.Marshal(), nil
+}
+
+// recordUser records a message or firing the daemon wrote at inbox row seq
+// as a user turn of the history.
+func (s *Supervisor) recordUser(ctx context.Context, c *conv, seq uint64, text string) error {
+	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, wire.Turn{Seq: seq, Role: wire.TurnUser, Text: text})
+}
+
+// Fire writes a schedule firing into a session's inbox (audited first) and
+// makes sure its sandbox runs: a stopped one is woken. written says the
+// firing reached the inbox, even if the sandbox could not start (it will
+// handle it when it next runs).
+func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) (written bool, err error) {
+	sess, err := s.cfg.Store.GetSession(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if sess.State != store.StateActive {
+		return false, store.ErrErased
+	}
+	c, err := s.conversation(ctx, sess.Binding)
+	if err != nil {
+		return false, err
+	}
+	result := "on time"
+	if f.Late {
+		result = "late: the daemon was not running at its time"
+	}
+	if err := s.audit("daemon", "schedule.fire", id.String(), "", result); err != nil {
+		return false, fmt.Errorf("supervisor: audit: %w", err)
+	}
+	seq, err := c.wall.Send(ctx, f)
+	if err != nil {
+		return false, err
+	}
+	c.noteInbox(seq)
+	if err := s.recordUser(ctx, c, seq, f.Text); err != nil {
+		s.cfg.Log.Error("recording a schedule firing in the history", "session", id.String(), "err", err)
+	}
+	return true, s.ensureSandbox(ctx, c, false)
+}
+
+// SessionKey returns a session's key for the scheduler to unseal its
+// schedules (the caller clears it).
+func (s *Supervisor) SessionKey(ctx context.Context, id wire.SessionID) (*wire.Key, error) {
+	sess, err := s.cfg.Store.GetSession(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if sess.State != store.StateActive {
+		return nil, store.ErrErased
+	}
+	return s.cfg.Master.Unwrap(sess.ID, sess.WrappedKey)
+}
+
+// ScheduleWaker is told when an agent adds a schedule, so the scheduler
+// recomputes its next wake-up.
+type ScheduleWaker interface{ Changed() }
