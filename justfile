@@ -62,6 +62,7 @@ bench:
     go test -run '^$' -bench 'ColdStart|SendToReplyCold|IdleMemory' -benchtime 20x ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
     IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/
+    .ci/install-dendrite.sh /opt/ironclaw-test/bin && IRONCLAW_BENCH=1 unshare -n -- bash -c 'ip link set lo up && go test -tags goolm -run TestMatrixRoundTripBenchmark -v ./daemon/' | grep -E 'matrix round trip|ok'
 
 # Run every fuzz target for a while (default 30s each).
 fuzz time="30s":
