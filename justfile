@@ -66,6 +66,7 @@ bench:
     IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestWarmTurnOverhead' -v ./daemon/containment/ | grep -E '\||targets|ok'
     IRONCLAW_BENCH=1 go test -run 'TestHostileLoad' -v -timeout 20m ./daemon/containment/ | grep -E 'hostile_test|ok'
+    .ci/install-dendrite.sh {{test_bindir}} && IRONCLAW_BENCH=1 unshare -n -- bash -c 'ip link set lo up && go test -tags goolm -run TestMatrixRoundTripBenchmark -v ./daemon/' | grep -E 'matrix round trip|ok'
 
 # Run every fuzz target for a while (default 30s each).
 fuzz time="30s":

@@ -270,7 +270,10 @@ type Daemon struct {
 	gw     *gateway.Gateway
 	sched  *scheduler.Scheduler
 	ops    *operator.Service
-	matrix *matrix.Channel // nil when the config has no [matrix]
+	// matrixCfg is the Matrix channel's checked config (nil without
+	// [matrix]); matrix the connected channel, once runMatrix has it.
+	matrixCfg *matrix.Config
+	matrix    atomic.Pointer[matrix.Channel]
 
 	agent            *supervisor.InstalledAgent // the installed agent binary, hashed when asked
 	pinMu            sync.Mutex                 // serialises PinInstalledAgent
@@ -541,9 +544,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	var matrixDone chan error
 	mctx, stopMatrix := context.WithCancel(ctx)
 	defer stopMatrix()
-	if d.matrix != nil {
+	if d.matrixCfg != nil {
 		matrixDone = make(chan error, 1)
-		go func() { matrixDone <- d.matrix.Run(mctx) }()
+		go func() { matrixDone <- d.runMatrix(mctx) }()
 	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
@@ -560,7 +563,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			// A revoked token stops the channel, not the daemon.
 			d.log.Error("the Matrix channel stopped; other channels keep running", "err", merr)
 			matrixDone = nil
-			d.matrix.Close()
 		case <-tick.C:
 			if seq, _ := d.audit.Head(); seq != anchored {
 				if err := anchor(ctx, d.store, d.audit); err != nil {
@@ -581,7 +583,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		if merr := <-matrixDone; merr != nil {
 			d.log.Error("the Matrix channel stopped", "err", merr)
 		}
-		d.matrix.Close()
 	}
 	stopSched()
 	<-schedDone

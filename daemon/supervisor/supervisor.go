@@ -586,6 +586,7 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 		}
 	}
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
+		s.cfg.Log.Error("recording replies taken from the outbox; they will be offered again", "session", c.id.String(), "err", err)
 		return err
 	}
 	// The agent's progress is recorded after the delivery (a crash between
