@@ -1,15 +1,16 @@
 package containment
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"github.com/ironclaw/ironclaw/policy"
 )
 
 const scriptedModel = "scripted:1b"
@@ -125,15 +126,7 @@ func TestModelBudgetSurvivesSandboxRestart(t *testing.T) {
 		t.Fatalf("echo: %q", got)
 	}
 	id, _ := d.sessionKey("b")
-	ctx := context.Background()
-	v, p, err := d.store.CurrentProfile(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Limits.TokensPerDay = 50
-	if _, err := d.store.PutProfileVersion(ctx, id, v, p); err != nil {
-		t.Fatal(err)
-	}
+	d.approveChange(id, policy.KindLimits, func(p *profile.Profile) { p.Limits.TokensPerDay = 50 })
 	if got := d.ask("b", "chat:"+scriptedModel, time.Minute); !strings.Contains(got, "costly") {
 		t.Fatalf("first call: %q", got)
 	}
