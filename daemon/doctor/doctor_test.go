@@ -451,3 +451,26 @@ func TestMatrix(t *testing.T) {
 		t.Fatal("an unreachable configured homeserver is not broken")
 	}
 }
+
+func TestTailnet(t *testing.T) {
+	m := newMachine(t)
+	if r := Run(context.Background(), m.opt); slices.ContainsFunc(r.Checks, func(c Check) bool { return c.Name == "tailnet" }) {
+		t.Fatal("tailnet checked with the console on loopback")
+	}
+	m.opt.Config.Console.Tailnet = true
+	if c := expect(t, Run(context.Background(), m.opt), "tailnet", Fail); !strings.Contains(c.Remedy, "tailnet_auth_key_file") {
+		t.Fatalf("%+v", c)
+	}
+	key := filepath.Join(t.TempDir(), "authkey")
+	os.WriteFile(key, []byte("tskey-auth-x\n"), 0o644)
+	m.opt.Config.Console.TailnetAuthKeyFile = key
+	expect(t, Run(context.Background(), m.opt), "tailnet", Fail) // readable by others
+	os.Chmod(key, 0o600)
+	expect(t, Run(context.Background(), m.opt), "tailnet", OK)
+	m.opt.Config.Console.TailnetAuthKeyFile = ""
+	os.MkdirAll(filepath.Join(m.state, "tailnet"), 0o700)
+	os.WriteFile(filepath.Join(m.state, "tailnet", tailnetStateFile), []byte("{}"), 0o600)
+	if c := expect(t, Run(context.Background(), m.opt), "tailnet", OK); !strings.Contains(c.Detail, "joined before") {
+		t.Fatalf("%+v", c)
+	}
+}
