@@ -432,6 +432,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, Installed: d.agent, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
 		ModelUpstream: cfg.Model.OllamaURL,
+		ModelCalls:    cfg.Limits.MaxModelCalls,
 		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),

@@ -223,7 +223,8 @@ BEGIN
 	DELETE FROM records WHERE session_id = NEW.id;
 	DELETE FROM history WHERE session_id = NEW.id;
 END;
-`,	// 3: model tokens per session per UTC day (the proxy's daily budget),
+`,
+	// 6: model tokens per session per UTC day (the proxy's daily budget),
 	// so a daemon restart does not refill it. Only the current day is kept.
 	`
 CREATE TABLE model_tokens (

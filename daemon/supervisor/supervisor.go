@@ -95,6 +95,10 @@ type Config struct {
 	// ModelLimits bound each session's model proxy; zero fields take the proxy's
 	// defaults (package proxy).
 	ModelLimits proxy.Limits
+	// ModelCalls caps the model calls all sessions together have at the
+	// upstream at once (config limits.max_model_calls); zero means
+	// proxy.DefaultMaxUpstreamCalls.
+	ModelCalls int64
 	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
 	// profile's limits. Zero refuses every start (there is no "unlimited").
 	MemoryMiB int64
@@ -238,9 +242,11 @@ type Supervisor struct {
 	closed bool                    // guarded by mu
 	// budgets are the sessions' model budgets. They live here, not with a
 	// sandbox or a conversation, so that neither a restart nor reopening a
-	// session refills the day's tokens.
+	// session refills the day's tokens; the store keeps the day's tokens
+	// across daemon restarts (budgetLedger).
 	budgets     map[wire.SessionID]*proxy.Budget // guarded by mu
 	modelClient *http.Client                     // shared by every session's proxy
+	modelGate   *proxy.Gate                      // shared by every session's proxy
 }
 
 // conv is one open conversation.
@@ -285,6 +291,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg: cfg, ctx: ctx, cancel: cancel, budget: queue.NewBudget(cfg.CopyBudgetMiB << 20),
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
 		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
+		modelGate: proxy.NewGate(cfg.ModelCalls),
 	}, nil
 }
 
@@ -464,7 +471,7 @@ func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
 	}
 	b := s.budgets[id]
 	if b == nil {
-		b = &proxy.Budget{}
+		b = &proxy.Budget{Ledger: budgetLedger{store: s.cfg.Store, id: id}}
 		s.budgets[id] = b
 	}
 	p, err := proxy.New(proxy.Config{
@@ -477,6 +484,7 @@ func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
 		Budget: b,
 		Audit:  s.cfg.Audit,
 		Client: s.modelClient,
+		Gate:   s.modelGate,
 		Limits: s.cfg.ModelLimits,
 		Log:    s.cfg.Log,
 	})
@@ -484,6 +492,20 @@ func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
 	return p, nil
+}
+
+// budgetLedger keeps one session's model tokens per day in the store.
+type budgetLedger struct {
+	store *store.Store
+	id    wire.SessionID
+}
+
+func (l budgetLedger) ModelTokens(ctx context.Context, day string) (int64, error) {
+	return l.store.ModelTokens(ctx, l.id, day)
+}
+
+func (l budgetLedger) SetModelTokens(ctx context.Context, day string, tokens int64) error {
+	return l.store.SetModelTokens(ctx, l.id, day, tokens)
 }
 
 func (s *Supervisor) sessionDir(id wire.SessionID) string {
