@@ -10,7 +10,10 @@
 // with the proxy's own clamps on context length, prediction length and
 // keep_alive; no header the agent sent is forwarded. Body size, message and
 // tool counts, answer size, call rate, concurrency and tokens per day are
-// capped per session, and both sides have timeouts.
+// capped per session, and both sides have timeouts. Tokens are charged at
+// admission (a call's worst case) and settled when the answer's final line
+// reports the real counts, so hanging up early never makes a call cheap
+// (Budget); one Gate caps the calls all sessions have at the upstream.
 //
 // Every forwarded call leaves one audit record (session, model, tokens,
 // duration, status), written before the agent gets the answer's final line
