@@ -61,3 +61,19 @@ func TestModelTokens(t *testing.T) {
 		t.Fatalf("another session's tokens: %d %v", n, err)
 	}
 }
+
+// BenchmarkSetModelTokens is what the proxy's budget adds per model call,
+// twice (admission and settlement); compare BenchmarkSetCursor, the same
+// kind of fsynced single-row write.
+func BenchmarkSetModelTokens(b *testing.B) {
+	s, _, _ := openTest(b)
+	ctx := context.Background()
+	id, _ := mustCreate(b, s, "console:bench")
+	n := int64(0)
+	for b.Loop() {
+		n++
+		if err := s.SetModelTokens(ctx, id, "2026-12-06", n); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
