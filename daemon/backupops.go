@@ -231,10 +231,13 @@ func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptio
 	}
 	mk := master.SubKey(purposeBackup)
 	defer clear(mk[:])
-	if err := backup.Verify(f, &mk); err != nil {
+	// Extract reads f again but writes only what Verify authenticated, so
+	// an archive rewritten meanwhile fails without filling the disk.
+	v, err := backup.Verify(f, &mk)
+	if err != nil {
 		return err
 	}
-	if _, err := backup.Extract(f, &mk, tmp); err != nil {
+	if _, err := v.Extract(tmp); err != nil {
 		return err
 	}
 	for _, name := range []string{keys.CheckFileName, StoreFile, AuditFile, AgentDigestFile} {
