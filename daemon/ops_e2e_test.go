@@ -193,8 +193,8 @@ func TestKeysRotateCLI(t *testing.T) {
 		t.Fatalf("rotate said:\n%s", out)
 	}
 	// The config names the new custody (the [keys] table is written whole).
-	cfg := fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\ncustody = \"passphrase\"\npassphrase_file = %q\n[sandbox]\nagent_binary = %q\n",
-		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), passFile, in.agent)
+	cfg := fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\ncustody = \"passphrase\"\npassphrase_file = %q\n[model]\nollama_url = %q\n[sandbox]\nagent_binary = %q\n",
+		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), passFile, in.model.URL, in.agent)
 	os.WriteFile(in.config, []byte(cfg), 0o600)
 	in.serve()
 	if reply := in2(in, "after rotation"); reply != "after rotation" {

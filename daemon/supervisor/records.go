@@ -202,3 +202,49 @@ func (s *Supervisor) SessionKey(ctx context.Context, id wire.SessionID) (*wire.K
 // ScheduleWaker is told when an agent adds a schedule, so the scheduler
 // recomputes its next wake-up.
 type ScheduleWaker interface{ Changed() }
+
+// WakeUnread starts the sandbox of every active session whose inbox holds
+// rows its agent has not recorded as handled: messages written just before
+// a daemon crash (or while no sandbox could start) are answered after a
+// restart without waiting for the next message. Failures are logged per
+// session; the rest still start.
+func (s *Supervisor) WakeUnread(ctx context.Context) error {
+	sessions, err := s.cfg.Store.ListSessions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sess := range sessions {
+		if sess.State != store.StateActive {
+			continue
+		}
+		c, err := s.conversation(ctx, sess.Binding)
+		if err != nil {
+			s.cfg.Log.Warn("opening a session at start", "session", sess.ID.String(), "err", err)
+			continue
+		}
+		if !c.unread() || !s.awaitsAnswer(c) {
+			continue
+		}
+		if err := s.ensureSandbox(ctx, c, false); err != nil {
+			s.cfg.Log.Warn("starting a session with unread messages", "session", sess.ID.String(), "err", err)
+		}
+	}
+	return nil
+}
+
+// awaitsAnswer reports whether the rows the agent has not handled include a
+// message or a schedule firing (echoes and start rows alone wait for the
+// next start).
+func (s *Supervisor) awaitsAnswer(c *conv) bool {
+	rows, err := c.wall.InboxRows(c.progress.Load())
+	if err != nil {
+		return true // let the agent find out
+	}
+	for _, r := range rows {
+		switch r.Body.(type) {
+		case wire.Message, wire.Fired:
+			return true
+		}
+	}
+	return false
+}
