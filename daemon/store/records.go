@@ -246,29 +246,39 @@ func (s *Store) Records(ctx context.Context, id wire.SessionID, key *wire.Key) (
 
 const historyTable = "history"
 
-// AppendHistory records a turn (a user message or firing the daemon wrote at
-// inbox row t.Seq, or a reply it delivered) and drops the oldest turns
-// beyond KeptHistory.
-func (s *Store) AppendHistory(ctx context.Context, id wire.SessionID, key *wire.Key, t wire.Turn) error {
-	seq, err := i64("history seq", t.Seq)
-	if err != nil {
-		return err
+// AppendHistory records turns (user messages or firings the daemon wrote at
+// inbox row t.Seq, replies it delivered), in one transaction, and drops the
+// oldest turns beyond KeptHistory.
+func (s *Store) AppendHistory(ctx context.Context, id wire.SessionID, key *wire.Key, turns ...wire.Turn) error {
+	type sealedTurn struct {
+		seq    int64
+		sealed []byte
 	}
-	body, err := json.Marshal(t)
-	if err != nil {
-		return err
+	prep := make([]sealedTurn, 0, len(turns))
+	for _, t := range turns {
+		seq, err := i64("history seq", t.Seq)
+		if err != nil {
+			return err
+		}
+		body, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		sealed, err := sealColumn((*[32]byte)(key), historyTable, id, t.Seq, body)
+		if err != nil {
+			return err
+		}
+		prep = append(prep, sealedTurn{seq, sealed})
 	}
-	sealed, err := sealColumn((*[32]byte)(key), historyTable, id, t.Seq, body)
-	if err != nil {
-		return err
-	}
-	err = s.write(ctx, func(c *sqlite.Conn) error {
+	err := s.write(ctx, func(c *sqlite.Conn) error {
 		if err := activeSession(c, id); err != nil {
 			return err
 		}
-		if err := sqlitex.Execute(c, "INSERT OR REPLACE INTO history (session_id, seq, sealed) VALUES (?, ?, ?)",
-			&sqlitex.ExecOptions{Args: []any{id.String(), seq, sealed}}); err != nil {
-			return err
+		for _, p := range prep {
+			if err := sqlitex.Execute(c, "INSERT OR REPLACE INTO history (session_id, seq, sealed) VALUES (?, ?, ?)",
+				&sqlitex.ExecOptions{Args: []any{id.String(), p.seq, p.sealed}}); err != nil {
+				return err
+			}
 		}
 		return sqlitex.Execute(c, `DELETE FROM history WHERE session_id = ?1 AND seq <= (
 			SELECT seq FROM history WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)`,

@@ -84,13 +84,11 @@ func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row)
 	}
 	c.noteInbox(last)
 	first := last - uint64(len(echoes)) + 1
+	turns := make([]wire.Turn, len(echoes))
 	for i, e := range echoes {
-		t := wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}
-		if err := s.cfg.Store.AppendHistory(ctx, c.id, c.key, t); err != nil {
-			return err
-		}
+		turns[i] = wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}
 	}
-	return nil
+	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, turns...)
 }
 
 // refusedTools audits the tool calls the agent reports it refused. The
