@@ -9,41 +9,68 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
+	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/lease"
 	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"github.com/ironclaw/ironclaw/policy"
 )
 
-// grantAll gives the session bound to binding every tool and permission, as
-// an approved change would, and waits until the new profile runs.
+// grantAll gives the session bound to binding every tool and permission
+// through the real gateway, as the owner would.
 func (d *daemon) grantAll(binding string) wire.SessionID {
 	d.t.Helper()
 	id, _ := d.sessionKey(binding)
-	ctx := context.Background()
-	base, p, err := d.store.CurrentProfile(ctx, id)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	p.Tools = wire.Tools()
-	p.Permissions.Memory, p.Permissions.Notes, p.Permissions.Schedule = true, true, true
-	v, err := d.store.PutProfileVersion(ctx, id, base, p)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	if err := d.sup.ProfileApplied(ctx, id, v, p.Canonical(), true); err != nil {
-		d.t.Fatal(err)
-	}
+	// Permissions first (no restart), then tools (the restart picks up both).
+	d.approveChange(id, policy.KindPermissions, func(p *profile.Profile) {
+		p.Permissions.Memory, p.Permissions.Notes, p.Permissions.Schedule = true, true, true
+	})
+	d.approveChange(id, policy.KindTools, func(p *profile.Profile) { p.Tools = wire.Tools() })
 	// The restart runs in the background: wait for it, or the old sandbox
 	// may take the next message and be stopped halfway through its turn.
+	v, _, err := d.store.CurrentProfile(context.Background(), id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
 	d.waitAudit(30*time.Second, "the stop for the new profile", func(e audit.Entry) bool {
 		return e.Action == "sandbox.stop" && e.Subject == id.String() && strings.Contains(e.Result, fmt.Sprintf("profile v%d applied", v))
 	})
 	d.waitStatus(id, 30*time.Second, "the restart with the new profile", func(st supervisor.Status) bool { return st.Running })
 	return id
+}
+
+// approveChange changes session id's profile through the real gateway — an
+// operator proposes, then approves the exact binding — as the owner would (a
+// profile version is written only for an approved change).
+func (d *daemon) approveChange(id wire.SessionID, kind string, mutate func(p *profile.Profile)) {
+	d.t.Helper()
+	ctx := context.Background()
+	gw, err := gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: policy.Host{
+		Tools: wire.Tools(), MaxMemoryMiB: 4096, MaxCPUMillis: 4000, MaxTmpMiB: 1024, MaxOutboxMiB: 1024,
+		MaxOutboxInodes: 1 << 20, MaxTokensPerDay: 1_000_000_000, MaxCallsPerMinute: 1_000_000, MaxInstructionsBytes: 32 << 10,
+		Models: []string{d.cfg.Model}, BuiltDigests: []string{d.cfg.AgentDigest},
+	}})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	const op = "operator:local:test"
+	_, p, err := d.store.CurrentProfile(ctx, id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	mutate(&p)
+	tk, err := gw.Submit(ctx, gateway.Request{Session: id, Kind: kind, Requester: op, Proposed: p.Canonical()})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := gw.Approve(ctx, tk.ID, op, tk.Binding); err != nil {
+		d.t.Fatalf("approving %s: %v", kind, err)
+	}
 }
 
 // TestBrainTurnsUnderRunsc: under real runsc, a message goes in, the model

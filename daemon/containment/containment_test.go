@@ -251,6 +251,15 @@ func TestContainment(t *testing.T) {
 		// rows); nothing else may change a byte.
 		checkInboxOnlyGrew(t, filepath.Join(aDir, "inbox", "inbox.db"), aInbox, aID, aKey)
 	})
+	t.Run("the sandbox shows no host descriptor and no host path", func(t *testing.T) {
+		// The checks themselves ran: a missing result would pass silently.
+		if r := byName["secrets.fds_beyond_stdio"]; r.Attack == "" || r.Err != "" {
+			t.Errorf("descriptor check did not run: %+v", r)
+		}
+		if r := byName["secrets.mountinfo_host_path"]; r.Attack == "" || r.N == 0 || !strings.Contains(r.Detail, "/outbox") {
+			t.Errorf("mountinfo check did not see the mounts: %+v", r)
+		}
+	})
 	t.Run("seccomp filter is installed", func(t *testing.T) {
 		info := byName["info.status"].Detail
 		for _, want := range []string{"Seccomp:\t2", "NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"} {

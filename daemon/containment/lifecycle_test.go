@@ -2,6 +2,7 @@ package containment
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -168,6 +169,37 @@ func TestMaxRunning(t *testing.T) {
 	_, _, err := d.sup.Send(t.Context(), "two", "test", "hi")
 	if err == nil || !strings.Contains(err.Error(), "max_running_sandboxes") {
 		t.Errorf("second sandbox = %v, want refused by the limit", err)
+	}
+}
+
+// TestMaxSessions: limits.max_sessions refuses a new session, audited; an existing one
+// keeps working, and erasing one frees a place.
+func TestMaxSessions(t *testing.T) {
+	d := newDaemon(t, evilPath, func(c *supervisor.Config) { c.MaxSessions = 2 })
+	for _, b := range []string{"one", "two"} {
+		if got := d.ask(b, "echo:hi", 30*time.Second); got != "hi" {
+			t.Fatalf("%s replied %q", b, got)
+		}
+	}
+	_, _, err := d.sup.Send(t.Context(), "three", "test", "echo:hi")
+	if !errors.Is(err, supervisor.ErrTooManySessions) || !strings.Contains(err.Error(), "limits.max_sessions") {
+		t.Fatalf("third session = %v, want ErrTooManySessions", err)
+	}
+	if _, err := d.store.SessionByBinding(t.Context(), "three"); err == nil {
+		t.Fatal("the refused session was stored")
+	}
+	d.waitAudit(5*time.Second, "the refusal", func(e audit.Entry) bool {
+		return e.Action == "session.create" && e.Decision == audit.DecisionDeny
+	})
+	if got := d.ask("one", "echo:still", 30*time.Second); got != "still" {
+		t.Fatalf("one replied %q", got)
+	}
+	id, _ := d.sessionKey("two")
+	if err := d.sup.Erase(t.Context(), id, "operator:local:test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.ask("three", "echo:now", 30*time.Second); got != "now" {
+		t.Fatalf("three replied %q after an erase", got)
 	}
 }
 

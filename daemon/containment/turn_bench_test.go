@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"github.com/ironclaw/ironclaw/policy"
 )
 
 // timedUpstream sits between the model proxy and the scripted Ollama server
@@ -81,18 +83,9 @@ func TestWarmTurnOverhead(t *testing.T) {
 	// most of these turns: lift it, as an approved limits change would.
 	brain.ask("warm", "first", 30*time.Second)
 	id, _ := brain.sessionKey("warm")
-	base, p, err := brain.store.CurrentProfile(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Limits.CallsPerMinute, p.Limits.TokensPerDay = 1_000_000, 1_000_000_000
-	v, err := brain.store.PutProfileVersion(t.Context(), id, base, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := brain.sup.ProfileApplied(t.Context(), id, v, p.Canonical(), true); err != nil {
-		t.Fatal(err)
-	}
+	brain.approveChange(id, policy.KindLimits, func(p *profile.Profile) {
+		p.Limits.CallsPerMinute, p.Limits.TokensPerDay = 1_000_000, 1_000_000_000
+	})
 	for i := range 20 { // warm both: sandboxes up, connections open
 		brain.ask("warm", fmt.Sprint("warm ", i), 30*time.Second)
 		echo.ask("warm", fmt.Sprint("warm ", i), 30*time.Second)

@@ -78,6 +78,10 @@ type Config struct {
 	// every sandbox's root (sandbox.Spec.AgentSHA256).
 	AgentBinary string
 	AgentDigest string
+	// Installed, if set, is asked for the installed binary's digest at each
+	// session creation and sandbox start instead of AgentDigest, so that a
+	// replaced binary is seen without a restart.
+	Installed *InstalledAgent
 	// NewSessionDigest returns the digest a new session's first profile
 	// pins (the owner's pin; it may lag the installed binary until the
 	// owner moves it). Nil means AgentDigest.
@@ -282,6 +286,14 @@ func New(cfg Config) (*Supervisor, error) {
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
 		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
 	}, nil
+}
+
+// installed is the digest of the agent binary sandboxes run now.
+func (s *Supervisor) installed() (string, error) {
+	if s.cfg.Installed != nil {
+		return s.cfg.Installed.Digest()
+	}
+	return s.cfg.AgentDigest, nil
 }
 
 // FileDigest returns "sha256:<hex>" of the file at path.
@@ -531,14 +543,18 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 		os.RemoveAll(s.sessionDir(id))
 		return store.Session{}, fmt.Errorf("supervisor: audit: %w", err)
 	}
-	digest := s.cfg.AgentDigest
+	installed, err := s.installed()
+	if err != nil {
+		return store.Session{}, err
+	}
+	digest := installed
 	if s.cfg.NewSessionDigest != nil {
 		digest = s.cfg.NewSessionDigest()
 	}
-	if digest != s.cfg.AgentDigest {
+	if digest != installed {
 		// A session pinned to a binary that is not installed could never
 		// start: say so now, before creating it.
-		return store.Session{}, fmt.Errorf("supervisor: new conversations pin agent %s but %s is installed: run `ironclaw agent pin` to start new conversations on the installed agent, or reinstall the pinned one", digest, s.cfg.AgentDigest)
+		return store.Session{}, fmt.Errorf("supervisor: new conversations pin agent %s but %s is installed: run `ironclaw agent pin` to start new conversations on the installed agent, or reinstall the pinned one", digest, installed)
 	}
 	p := profile.Default(s.cfg.Model, digest)
 	if err := s.cfg.Store.CreateSession(ctx, id, binding, wrapped, p); err != nil {
@@ -570,6 +586,7 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 		}
 	}
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
+		s.cfg.Log.Error("recording replies taken from the outbox; they will be offered again", "session", c.id.String(), "err", err)
 		return err
 	}
 	// The agent's progress is recorded after the delivery (a crash between
