@@ -177,7 +177,7 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 	if err != nil {
 		return false, err
 	}
-	c.noteInbox(seq)
+	c.noteWork(seq)
 	if err := s.recordUser(ctx, c, seq, f.Text); err != nil {
 		s.cfg.Log.Error("recording a schedule firing in the history", "session", id.String(), "err", err)
 	}
