@@ -259,8 +259,8 @@ type conv struct {
 	// schedule firing, a profile. The daemon's echoes of delivered replies
 	// and the start rows are not work: a sandbox is not kept, restarted or
 	// called stuck for them (the next start's State row carries them).
-	workHead atomic.Uint64
-	compacted  atomic.Uint64 // inbox rows through this seq were compacted away
+	workHead  atomic.Uint64
+	compacted atomic.Uint64 // inbox rows through this seq were compacted away
 
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
