@@ -100,34 +100,34 @@ func OpFromBody(b any) (RecordOp, bool) {
 	return RecordOp{}, false
 }
 
-// ApplyMemory applies one memory operation.
-func (s *Store) ApplyMemory(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.MemoryOp) error {
+// UpdateMemory applies one memory operation.
+func (s *Store) UpdateMemory(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.MemoryOp) error {
 	return s.applyOne(ctx, id, key, op)
 }
 
-// ApplyNote applies one note operation.
-func (s *Store) ApplyNote(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.NoteOp) error {
+// UpdateNote applies one note operation.
+func (s *Store) UpdateNote(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.NoteOp) error {
 	return s.applyOne(ctx, id, key, op)
 }
 
-// ApplySchedule applies one schedule operation.
-func (s *Store) ApplySchedule(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.ScheduleOp) error {
+// UpdateSchedule applies one schedule operation.
+func (s *Store) UpdateSchedule(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.ScheduleOp) error {
 	return s.applyOne(ctx, id, key, op)
 }
 
 func (s *Store) applyOne(ctx context.Context, id wire.SessionID, key *wire.Key, b any) error {
 	op, _ := OpFromBody(b)
-	refused, err := s.ApplyRecordOps(ctx, id, key, []RecordOp{op})
+	refused, err := s.UpdateRecords(ctx, id, key, []RecordOp{op})
 	if err == nil && refused > 0 {
 		err = fmt.Errorf("store: keeping a %s of session %s: %w", op.Kind, id, ErrFull)
 	}
 	return err
 }
 
-// ApplyRecordOps applies ops in order, in one transaction (so a flood of
+// UpdateRecords applies ops in order, in one transaction (so a flood of
 // operations costs one commit, not one each). A put that would take a kind
 // past its cap is skipped and counted in refused; the rest apply.
-func (s *Store) ApplyRecordOps(ctx context.Context, id wire.SessionID, key *wire.Key, ops []RecordOp) (refused int, err error) {
+func (s *Store) UpdateRecords(ctx context.Context, id wire.SessionID, key *wire.Key, ops []RecordOp) (refused int, err error) {
 	type prepared struct {
 		op     RecordOp
 		mac    []byte

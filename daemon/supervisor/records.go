@@ -50,7 +50,7 @@ func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row
 	if len(kept) == 0 {
 		return nil
 	}
-	refused, err := s.cfg.Store.ApplyRecordOps(ctx, c.id, c.key, kept)
+	refused, err := s.cfg.Store.UpdateRecords(ctx, c.id, c.key, kept)
 	if err != nil {
 		return err
 	}
