@@ -26,11 +26,13 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/console"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
 	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/matrix"
 	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
@@ -139,6 +141,10 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 			return fmt.Errorf("init: %w", err)
 		}
 	}
+	hostKey, err := console.MakeHostKey(filepath.Join(cfg.StateDir, console.HostKeyFile))
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 	if _, err := lg.Append(audit.Record{Actor: "operator:local:init", Action: "daemon.init", Subject: cfg.StateDir,
 		Result: "custody=" + cfg.Keys.Custody + " agent=" + digest}); err != nil {
 		return err
@@ -148,9 +154,12 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 	}
 	if opt.Out != nil {
 		fmt.Fprintf(opt.Out, "initialised %s\n  master key custody: %s\n  agent pinned: %s\n", cfg.StateDir, cfg.Keys.Custody, digest)
+		fmt.Fprintf(opt.Out, "  console host key: %s\n", ssh.FingerprintSHA256(hostKey))
 		if opKey != "" {
 			pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(opKey))
-			fmt.Fprintf(opt.Out, "  operator key: %s\n", ssh.FingerprintSHA256(pk))
+			fmt.Fprintf(opt.Out, "  operator key: %s (ssh -p %s %s)\n", ssh.FingerprintSHA256(pk), consolePort(cfg), consoleHost(cfg))
+		} else {
+			fmt.Fprintf(opt.Out, "  no console operator yet: run init with --operator-key ~/.ssh/id_ed25519.pub, or list keys in console.operator_keys\n")
 		}
 		if cfg.Keys.Custody == config.CustodyKeyFile {
 			fmt.Fprintf(opt.Out, "  note: the key file %s protects copies of the state directory, not a stolen disk that holds both; see docs/keys.md\n", cfg.Keys.KeyFile)
@@ -261,11 +270,15 @@ type Daemon struct {
 	gw     *gateway.Gateway
 	sched  *scheduler.Scheduler
 	ops    *operator.Service
-	matrix *matrix.Channel // nil when the config has no [matrix]
+	// matrixCfg is the Matrix channel's checked config (nil without
+	// [matrix]); matrix the connected channel, once runMatrix has it.
+	matrixCfg *matrix.Config
+	matrix    atomic.Pointer[matrix.Channel]
 
 	agent            *supervisor.InstalledAgent // the installed agent binary, hashed when asked
 	pinMu            sync.Mutex                 // serialises PinInstalledAgent
 	newSessionDigest atomic.Value               // string: the agent digest new sessions pin
+	backupMu         sync.Mutex                 // serialises Backup (one staging directory at a time)
 }
 
 // NewSessionDigest is the agent digest a new session's first profile pins.
@@ -436,6 +449,12 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
 	}
+	// Say now what a first chat would otherwise discover. Not fatal: Ollama may start later.
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	if err := proxy.Preflight(pctx, proxy.NewUpstreamClient(proxy.Limits{}), cfg.Model.OllamaURL, cfg.Model.Default); err != nil {
+		log.Warn("the model is not ready", "err", err)
+	}
+	pcancel()
 	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, installed)})
 	if err != nil {
 		return nil, err
@@ -512,6 +531,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopConsole, err := d.startConsole(ctx)
+	if err != nil {
+		adm.Close()
+		return err
+	}
+	defer stopConsole()
 	d.log.Info("ironclaw ready", "state", d.cfg.StateDir, "admin", filepath.Join(d.cfg.RuntimeDir, AdminSocket), "version", Version)
 	// Keep the audit anchor close behind the log's head, so that cutting
 	// entries off the end after a crash is caught by `audit verify` (all
@@ -519,9 +544,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	var matrixDone chan error
 	mctx, stopMatrix := context.WithCancel(ctx)
 	defer stopMatrix()
-	if d.matrix != nil {
+	if d.matrixCfg != nil {
 		matrixDone = make(chan error, 1)
-		go func() { matrixDone <- d.matrix.Run(mctx) }()
+		go func() { matrixDone <- d.runMatrix(mctx) }()
 	}
 	tick := time.NewTicker(AnchorInterval)
 	defer tick.Stop()
@@ -538,7 +563,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			// A revoked token stops the channel, not the daemon.
 			d.log.Error("the Matrix channel stopped; other channels keep running", "err", merr)
 			matrixDone = nil
-			d.matrix.Close()
 		case <-tick.C:
 			if seq, _ := d.audit.Head(); seq != anchored {
 				if err := anchor(ctx, d.store, d.audit); err != nil {
@@ -559,7 +583,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		if merr := <-matrixDone; merr != nil {
 			d.log.Error("the Matrix channel stopped", "err", merr)
 		}
-		d.matrix.Close()
 	}
 	stopSched()
 	<-schedDone

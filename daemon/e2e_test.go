@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -60,6 +61,7 @@ type install struct {
 	root   string
 	config string
 	agent  string // sandbox.agent_binary
+	model  *ollamatest.Scripted
 }
 
 func newInstall(t *testing.T) *install {
@@ -71,7 +73,10 @@ func newInstall(t *testing.T) *install {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	etc := filepath.Join(root, "etc")
 	os.Mkdir(etc, 0o700)
-	in := &install{t: t, bin: bin, root: root, config: filepath.Join(etc, "ironclaw.toml"), agent: filepath.Join(bin, "agentd")}
+	// The real agentd asks a model through the daemon's proxy: an Ollama-wire
+	// server that echoes the user's message, so a chat's round trip is checkable.
+	model := ollamatest.NewEcho(t)
+	in := &install{t: t, bin: bin, root: root, config: filepath.Join(etc, "ironclaw.toml"), agent: filepath.Join(bin, "agentd"), model: model}
 	in.writeConfig("")
 	return in
 }
@@ -81,10 +86,12 @@ func (in *install) writeConfig(extra string) {
 runtime_dir = %q
 [keys]
 key_file = %q
+[model]
+ollama_url = %q
 [sandbox]
 agent_binary = %q
 %s`, filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), filepath.Join(in.root, "etc", "master.key"),
-		in.agent, extra)
+		in.model.URL, in.agent, extra)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
 	}

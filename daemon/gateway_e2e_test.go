@@ -19,14 +19,7 @@ import (
 // then the agent receives exactly the approved profile.
 func TestChangeGatewayEndToEnd(t *testing.T) {
 	in := newInstall(t)
-	agent := filepath.Join(in.root, "requester")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", agent, "./testdata/requester")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the requester agent: %v\n%s", err, out)
-	}
-	in.agent = agent
-	in.writeConfig("")
+	in.useRequester("")
 	in.mustRun("init")
 	in.serve()
 
@@ -168,6 +161,20 @@ func TestAgentUpgradeThroughTheGateway(t *testing.T) {
 	if got := strings.TrimSpace(in.mustRun("chat", "profile?")); !strings.HasPrefix(got, "profile v1: You are a helpful") {
 		t.Fatalf("a new conversation after the pin answered %q, want the new agent at profile v1", got)
 	}
+}
+
+// useRequester makes the install run the requester test agent, with extra
+// config lines.
+func (in *install) useRequester(extra string) {
+	in.t.Helper()
+	agent := filepath.Join(in.root, "requester")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", agent, "./testdata/requester")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		in.t.Fatalf("building the requester agent: %v\n%s", err, out)
+	}
+	in.agent = agent
+	in.writeConfig(extra)
 }
 
 func mustRead(t *testing.T, path string) []byte {

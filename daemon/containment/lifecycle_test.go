@@ -69,7 +69,7 @@ func TestFailClosed(t *testing.T) {
 // TestIdleStopAndStartOnDemand: a sandbox with nothing to do stops after IdleTimeout and
 // releases its outbox filesystem; the next message starts it again, with its state.
 func TestIdleStopAndStartOnDemand(t *testing.T) {
-	d := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.IdleTimeout = 700 * time.Millisecond })
+	d := newDaemon(t, echoPath, func(c *supervisor.Config) { c.IdleTimeout = 700 * time.Millisecond })
 	if got := d.ask("idle", "first", 30*time.Second); got != "first" {
 		t.Fatalf("reply %q", got)
 	}
@@ -162,7 +162,7 @@ func TestCrashLoopStopsSession(t *testing.T) {
 
 // TestMaxRunning: no more sandboxes than the limit run at once.
 func TestMaxRunning(t *testing.T) {
-	d := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.MaxRunning = 1 })
+	d := newDaemon(t, echoPath, func(c *supervisor.Config) { c.MaxRunning = 1 })
 	if got := d.ask("one", "hi", 30*time.Second); got != "hi" {
 		t.Fatalf("reply %q", got)
 	}

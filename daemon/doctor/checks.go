@@ -259,3 +259,40 @@ func mib(b uint64) string {
 	}
 	return fmt.Sprintf("%d MiB", b>>20)
 }
+
+// outboxTools are what sandbox.PrepareOutbox runs to give each session its
+// size-capped outbox filesystem; it looks only in these directories, never
+// $PATH (it runs them as root).
+var (
+	outboxTools   = []string{"mkfs.ext4", "e2fsck", "resize2fs"}
+	outboxToolDir = []string{"/usr/sbin", "/sbin"}
+	loopControl   = "/dev/loop-control"
+)
+
+// checkOutboxFS checks what every conversation's outbox filesystem needs:
+// e2fsprogs and loop devices. (The trivial sandbox above uses a plain
+// directory, so it does not cover this.)
+func checkOutboxFS() Check {
+	c := Check{Name: "outbox.fs", Needed: true}
+	for _, tool := range outboxTools {
+		found := false
+		for _, d := range outboxToolDir {
+			if fi, err := os.Stat(filepath.Join(d, tool)); err == nil && fi.Mode().IsRegular() {
+				found = true
+				break
+			}
+		}
+		if !found {
+			c.Status, c.Detail = Fail, tool+" is not in /usr/sbin or /sbin"
+			c.Remedy = "apt-get install e2fsprogs"
+			return c
+		}
+	}
+	if fi, err := os.Stat(loopControl); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		c.Status, c.Detail = Fail, loopControl+" is missing: no loop devices for the outbox images"
+		c.Remedy = "modprobe loop  (and echo loop > /etc/modules-load.d/ironclaw.conf to load it at boot)"
+		return c
+	}
+	c.Status, c.Detail = OK, "e2fsprogs and loop devices for the size-capped outbox filesystems"
+	return c
+}

@@ -449,7 +449,7 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	// Resume the lifecycle's view from the record: what was written, and
 	// what the agent last said it handled.
 	c.inboxHead.Store(c.wall.InboxHead())
-	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, CursorInboxHandled); err == nil {
+	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, store.CursorInboxConsumed); err == nil {
 		c.progress.Store(min(handled, c.wall.InboxHead()))
 	}
 	s.running[sess.ID] = c
@@ -574,7 +574,7 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// after that loses nothing: the channel finds the intent (Undelivered)
 	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
-	// Record operations and progress are idempotent: applied before the
+	// Record operations are idempotent: applied before the
 	// cursor moves, so a failure offers them again (records.go).
 	if err := s.applyRecords(ctx, c, rows); err != nil {
 		return err
@@ -586,6 +586,7 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 		}
 	}
 	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
+		s.cfg.Log.Error("recording replies taken from the outbox; they will be offered again", "session", c.id.String(), "err", err)
 		return err
 	}
 	// The agent's progress is recorded after the delivery (a crash between
@@ -609,10 +610,6 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	}
 	if p, ok := cursors[store.CursorInboxConsumed]; ok {
 		s.compactInbox(ctx, c, p)
-	}
-	s.refusedTools(c, rows)
-	if err := s.echoReplies(ctx, c, rows); err != nil {
-		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
@@ -651,6 +648,11 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 				c.touch()
 			}
 		}
+	}
+	// Off the turn's critical path: the replies are on their way.
+	s.refusedTools(c, rows)
+	if err := s.echoReplies(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
 	}
 	return nil
 }

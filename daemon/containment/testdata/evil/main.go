@@ -21,6 +21,9 @@
 //	                     grow, rows, hugerow, slowschema, panic) — the daemon must fail this
 //	                     session alone and stay within its memory bound
 //	flood                ring the outbox doorbell and ask for leases as fast as it can, forever
+//	chat:<model>         one chat call through the model proxy with agentd's real provider;
+//	                     reply with what the model said (or the error)
+//	model:<model>        chat:<model>, then every request the model proxy must refuse
 //
 // Built by the test with CGO_ENABLED=0, like agentd: the rootfs holds only this file.
 package main
@@ -249,6 +252,14 @@ func (a *agent) handle(ctx context.Context, seq uint64, text string) error {
 		time.Sleep(time.Duration(n) * time.Second)
 		a.hostileOutbox(ctx, shape)
 		time.Sleep(time.Hour)
+	case "chat":
+		return a.commit(ctx, seq, wire.Reply{Text: chatOnce(ctx, arg), InReplyTo: seq})
+	case "model":
+		said := chatOnce(ctx, arg)
+		tried, broke = 0, 0
+		modelAttacks(ctx, arg)
+		_ = stdout.Encode(map[string]any{"event": "done", "tried": tried, "succeeded": broke})
+		return a.commit(ctx, seq, wire.Reply{Text: fmt.Sprintf("%s | attacks: %d tried, %d succeeded", said, tried, broke), InReplyTo: seq})
 	case "tamper":
 		if err := a.commit(ctx, seq, wire.Reply{Text: "tampering", InReplyTo: seq}); err != nil {
 			return err
