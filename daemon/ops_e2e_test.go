@@ -219,8 +219,8 @@ func TestKeysRotateCLI(t *testing.T) {
 		t.Fatalf("rotate said:\n%s", out)
 	}
 	// The config names the new custody (the [keys] table is written whole).
-	cfg := fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\ncustody = \"passphrase\"\npassphrase_file = %q\n[sandbox]\nagent_binary = %q\n",
-		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), passFile, in.agent)
+	cfg := fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\ncustody = \"passphrase\"\npassphrase_file = %q\n[model]\nollama_url = %q\n[sandbox]\nagent_binary = %q\n",
+		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), passFile, in.model.URL, in.agent)
 	os.WriteFile(in.config, []byte(cfg), 0o600)
 	in.serve()
 	if reply := in2(in, "after rotation"); reply != "after rotation" {
@@ -249,7 +249,8 @@ func TestDoctorCLI(t *testing.T) {
 	}
 	closed := "http://" + l.Addr().String()
 	l.Close()
-	in.writeConfig(fmt.Sprintf("[model]\nollama_url = %q\n", closed))
+	os.WriteFile(in.config, []byte(fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\nkey_file = %q\n[model]\nollama_url = %q\n[sandbox]\nagent_binary = %q\n",
+		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), filepath.Join(in.root, "etc", "master.key"), closed, in.agent)), 0o600)
 	out, err := in.run("doctor", "--json")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {

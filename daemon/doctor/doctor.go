@@ -89,9 +89,7 @@ func Run(ctx context.Context, o Options) Report {
 	add(checkCustody(o))
 	add(checkOllama(ctx, o)...)
 	add(checkMatrix(ctx, o)...)
-	if o.Config.Console.Tailnet {
-		add(Check{Name: "tailnet", Status: Skip, Detail: "console.tailnet is on; this doctor does not yet log in to the tailnet to check the node (check it with the console's own start-up log)"})
-	}
+	add(checkTailnet(o)...)
 	for _, c := range r.Checks {
 		if c.Status == Fail && c.Needed {
 			r.Broken = true

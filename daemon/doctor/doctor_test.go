@@ -204,8 +204,13 @@ func TestStateDir(t *testing.T) {
 	m := newMachine(t)
 	os.Chmod(m.state, 0o777)
 	r := Run(context.Background(), m.opt)
-	if c := expect(t, r, "state_dir", Fail); c.Remedy != "chmod 700 "+m.state || !r.Broken {
+	if c := expect(t, r, "state_dir", Fail); c.Remedy != "chmod go-w "+m.state || !r.Broken {
 		t.Fatalf("world-writable state dir: %+v", c)
+	}
+	// Readable by others: serve starts, doctor warns.
+	os.Chmod(m.state, 0o755)
+	if c := expect(t, Run(context.Background(), m.opt), "state_dir", Warn); c.Remedy != "chmod 700 "+m.state {
+		t.Fatalf("group-readable state dir: %+v", c)
 	}
 	os.Chmod(m.state, 0o700)
 	os.Remove(filepath.Join(m.state, keys.CheckFileName))
@@ -216,8 +221,11 @@ func TestStateDir(t *testing.T) {
 	m.opt.Config.StateDir = filepath.Join(m.state, "nope")
 	expect(t, Run(context.Background(), m.opt), "state_dir", Fail)
 
-	os.Mkdir(m.opt.Config.RuntimeDir, 0o755)
-	expect(t, Run(context.Background(), m.opt), "runtime_dir", Fail)
+	os.Mkdir(m.opt.Config.RuntimeDir, 0o700)
+	os.Chmod(m.opt.Config.RuntimeDir, 0o777)
+	if c := expect(t, Run(context.Background(), m.opt), "runtime_dir", Fail); c.Remedy != "chmod go-w "+m.opt.Config.RuntimeDir {
+		t.Fatalf("world-writable runtime dir: %+v", c)
+	}
 	link := m.opt.Config.RuntimeDir + "l"
 	os.Symlink(m.state, link)
 	m.opt.Config.RuntimeDir = link
@@ -281,6 +289,19 @@ func tmpfsAt(t *testing.T, dir, size string) {
 		t.Skipf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+}
+
+func TestSameFilesystemAndFree(t *testing.T) {
+	d := t.TempDir()
+	if same, err := sameFilesystem(d, filepath.Dir(d)); err != nil || !same {
+		t.Fatalf("same fs: %v %v", same, err)
+	}
+	if diff, err := sameFilesystem(d, "/proc"); err != nil || diff {
+		t.Fatalf("/proc on a temp dir's filesystem: %v %v", diff, err)
+	}
+	if avail, total, err := freeSpace(d); err != nil || total == 0 || avail > total {
+		t.Fatalf("free: %d %d %v", avail, total, err)
+	}
 }
 
 func TestDiskAndCustody(t *testing.T) {
@@ -428,5 +449,28 @@ func TestMatrix(t *testing.T) {
 	r = Run(context.Background(), m.opt)
 	if expect(t, r, "matrix", Fail); !r.Broken {
 		t.Fatal("an unreachable configured homeserver is not broken")
+	}
+}
+
+func TestTailnet(t *testing.T) {
+	m := newMachine(t)
+	if r := Run(context.Background(), m.opt); slices.ContainsFunc(r.Checks, func(c Check) bool { return c.Name == "tailnet" }) {
+		t.Fatal("tailnet checked with the console on loopback")
+	}
+	m.opt.Config.Console.Tailnet = true
+	if c := expect(t, Run(context.Background(), m.opt), "tailnet", Fail); !strings.Contains(c.Remedy, "tailnet_auth_key_file") {
+		t.Fatalf("%+v", c)
+	}
+	key := filepath.Join(t.TempDir(), "authkey")
+	os.WriteFile(key, []byte("tskey-auth-x\n"), 0o644)
+	m.opt.Config.Console.TailnetAuthKeyFile = key
+	expect(t, Run(context.Background(), m.opt), "tailnet", Fail) // readable by others
+	os.Chmod(key, 0o600)
+	expect(t, Run(context.Background(), m.opt), "tailnet", OK)
+	m.opt.Config.Console.TailnetAuthKeyFile = ""
+	os.MkdirAll(filepath.Join(m.state, "tailnet"), 0o700)
+	os.WriteFile(filepath.Join(m.state, "tailnet", tailnetStateFile), []byte("{}"), 0o600)
+	if c := expect(t, Run(context.Background(), m.opt), "tailnet", OK); !strings.Contains(c.Detail, "joined before") {
+		t.Fatalf("%+v", c)
 	}
 }
