@@ -505,7 +505,7 @@ func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
 	}
 	taken, err := backlogged.c.OutboxCommitted(context.Background(), head)
 	if err != nil || taken != head {
-		t.Fatalf("doorbell: %d %v", taken, err)
+		t.Fatalf("doorbell: %d %v (wall: %v)", taken, err, r.wall.Failed())
 	}
 	if err := backlogged.w.Prune(taken); err != nil {
 		t.Fatal(err)
