@@ -166,10 +166,21 @@ func TestConsoleEndToEnd(t *testing.T) {
 		t.Fatal("the console login is not audited")
 	}
 
-	// A second request, denied with a reason.
-	in.mustRun("chat", "request instructions: Speak only German.")
-	id2 := in.waitPending("instructions")
+	// A second request, denied with a reason. It shows on the open console
+	// by itself; how long that takes is logged (docs/benchmarks.md).
 	con.send("Escape")
+	con.waitFor("0 pending change requests")
+	t0 := time.Now()
+	in.mustRun("chat", "request instructions: Speak only German.")
+	t1 := time.Now()
+	for !strings.Contains(con.screen(), "1 pending change requests") {
+		if time.Since(t0) > 30*time.Second {
+			t.Fatalf("the new request never showed on the open console:\n%s", con.screen())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("agent filed a request -> shown on the open console: %v after the chat returned (%v including the agent's turn)", time.Since(t1), time.Since(t0))
+	id2 := in.waitPending("instructions")
 	con.waitFor(id2[:12])
 	con.send("Enter")
 	con.waitFor("change request "+id2, "+++ proposed")
