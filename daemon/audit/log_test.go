@@ -491,7 +491,7 @@ func TestTail(t *testing.T) {
 	}
 	// An append in progress (no newline yet) is skipped.
 	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	f.WriteString(`{"seq":3001,"ti`)
+	f.WriteString(`{"seq":3001,"ti` + strings.Repeat("x", 200<<10)) // spans several read chunks
 	f.Close()
 	seqs = nil
 	if err := Tail(path, func(e Entry) bool { seqs = append(seqs, e.Seq); return false }); err != nil || seqs[0] != 3000 {

@@ -33,8 +33,13 @@ func Tail(path string, fn func(Entry) bool) error {
 		}
 		buf = append(buf, carry...)
 		if first {
-			// Whatever follows the last newline is a line still being written.
+			// Whatever follows the last newline is a line still being
+			// written: drop it, however many chunks it spans.
 			i := bytes.LastIndexByte(buf, '\n')
+			if i < 0 {
+				carry, end = nil, start
+				continue
+			}
 			buf = buf[:i+1]
 			first = false
 		}
