@@ -214,6 +214,30 @@ func TestConsoleEndToEnd(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "Permission denied") || strings.Contains(string(out), id) {
 		t.Fatalf("an unknown key: %v\n%s", err, out)
 	}
+	// Operators change through the gateway: one proposes adding the
+	// stranger's key, an operator approves it by keys in the console, and
+	// the new key gets in at once.
+	ops := filepath.Join(in.root, "operators.new")
+	both := append(mustRead(t, opKey+".pub"), mustRead(t, stranger+".pub")...)
+	os.WriteFile(ops, both, 0o600)
+	out, err = in.run("changes", "propose", "--kind", "operators", "--file", ops, "--reason", "a second operator")
+	opsID := regexp.MustCompile(`change request ([0-9a-f]{32}): pending`).FindStringSubmatch(out)
+	if err != nil || opsID == nil {
+		t.Fatalf("propose operators: %v\n%s", err, out)
+	}
+	con.send("3")
+	con.waitFor(opsID[1][:12])
+	con.send("g", "Enter")
+	con.waitFor("change request "+opsID[1], "stranger")
+	con.send("a")
+	con.waitFor("Approve and apply exactly this change?")
+	con.send("y")
+	con.waitFor("DECIDED: applied")
+	if out, err := exec.Command("ssh", sshArgs(port, stranger, "127.0.0.1", "sessions", "--json")...).CombinedOutput(); err != nil {
+		t.Fatalf("the approved operator was refused: %v\n%s", err, out)
+	}
+	con.send("Escape")
+
 	// Forwarding is refused: stdio forwarding (direct-tcpip) and a remote
 	// forward (tcpip-forward).
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

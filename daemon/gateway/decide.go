@@ -112,8 +112,11 @@ func (g *Gateway) approveLocked(ctx context.Context, sum *store.Change, actor st
 	if BindingHash(ch.ID, ch.Base, ch.Proposed) != ch.Binding {
 		return 0, g.closeLocked(ctx, sum, actor, StateRefused, "tampered: stored texts do not hash to the binding", ErrTampered)
 	}
-	if ch.Kind == store.KindRules {
+	switch ch.Kind {
+	case store.KindRules:
 		return g.approveRulesLocked(ctx, &ch, actor, hash)
+	case store.KindOperators:
+		return g.approveOperatorsLocked(ctx, &ch, actor, hash)
 	}
 	base, berr := profile.Parse(ch.Base)
 	proposed, perr := profile.Parse(ch.Proposed)
