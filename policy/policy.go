@@ -18,7 +18,7 @@ const (
 	KindPermissions  = "permissions"
 	KindModel        = "model"
 	KindLimits       = "limits"
-	KindRules        = "rules" // the operator rules themselves
+	KindRules        = "rules"     // the operator rules themselves
 	KindOperators    = "operators" // who may use the console (policy/operators.go)
 )
 

@@ -50,8 +50,15 @@ func TestTailnetConsoleReachableOnlyOnTheTailnet(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// A port nothing on the host uses (others may run a console on 2222).
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(free.Addr().String())
+	free.Close()
 	h := startServerOn(t, func(ctx context.Context) (net.Listener, error) {
-		ln, stop, err := ListenTailnet(ctx, Tailnet{Dir: filepath.Join(t.TempDir(), "tailnet"), Hostname: "ironclaw", Port: "2222"})
+		ln, stop, err := ListenTailnet(ctx, Tailnet{Dir: filepath.Join(t.TempDir(), "tailnet"), Hostname: "ironclaw", Port: port})
 		if err != nil {
 			return nil, err
 		}
@@ -59,13 +66,13 @@ func TestTailnetConsoleReachableOnlyOnTheTailnet(t *testing.T) {
 		return ln, nil
 	})
 
-	// Nothing on the host listens on the console's port.
+	// Nothing of this process listens on the host for the console.
 	for _, l := range hostTCPListeners(t) {
-		if strings.HasSuffix(l, ":2222") {
+		if strings.HasSuffix(l, ":"+port) {
 			t.Fatalf("a host socket listens on the console's port: %s", l)
 		}
 	}
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:2222", time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
 		c.Close()
 		t.Fatal("the console answered on the host's loopback")
 	}
@@ -85,7 +92,7 @@ func TestTailnetConsoleReachableOnlyOnTheTailnet(t *testing.T) {
 		}
 		for _, p := range st.Peer {
 			if p.HostName == "ironclaw" && len(p.TailscaleIPs) > 0 {
-				target = net.JoinHostPort(p.TailscaleIPs[0].String(), "2222")
+				target = net.JoinHostPort(p.TailscaleIPs[0].String(), port)
 			}
 		}
 		if ctx.Err() != nil {
@@ -129,8 +136,16 @@ func TestTailnetConsoleReachableOnlyOnTheTailnet(t *testing.T) {
 	}
 }
 
-// hostTCPListeners lists this process's listening TCP sockets on the host.
+// hostTCPListeners lists this process's listening TCP sockets on the host
+// (/proc/self/net lists the whole network namespace: keep our own sockets).
 func hostTCPListeners(t *testing.T) []string {
+	mine := map[string]bool{}
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(target, "socket:[") {
+			mine[strings.TrimSuffix(strings.TrimPrefix(target, "socket:["), "]")] = true
+		}
+	}
 	var out []string
 	for _, f := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
 		data, err := os.ReadFile(f)
@@ -139,7 +154,7 @@ func hostTCPListeners(t *testing.T) []string {
 		}
 		for _, line := range strings.Split(string(data), "\n")[1:] {
 			fs := strings.Fields(line)
-			if len(fs) > 3 && fs[3] == "0A" {
+			if len(fs) > 9 && fs[3] == "0A" && mine[fs[9]] {
 				_, port, _ := strings.Cut(fs[1], ":")
 				var p int
 				for _, c := range port {
