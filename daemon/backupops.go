@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -43,11 +44,16 @@ type manifest struct {
 // Backup writes a consistent backup archive of the running daemon's state
 // to w: the store as of one commit, then each session's inbox (taken after
 // the store, so every cursor the store holds is covered by its inbox), then
-// the audit log's durable entries (after the store, so the store's audit
-// anchor is inside the copy), the key check files and the pins. Nothing in
+// the Matrix crypto store if the channel ever ran, then the audit log's
+// durable entries (after the store, so the store's audit anchor is inside
+// the copy), the key check files and the pins. Nothing in
 // it is plaintext conversation and the master key is not in it. The backup
 // is audited before it starts; if that fails, there is no backup.
 func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err error) {
+	d.backupMu.Lock()
+	defer d.backupMu.Unlock()
+	// Copies a crashed daemon left half-made (sealed, but not ours to keep).
+	removeStale(d.cfg.StateDir, ".backup-")
 	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "backup", Subject: d.cfg.StateDir, Decision: "approved", Result: "started"}); err != nil {
 		return err
 	}
@@ -82,6 +88,16 @@ func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err err
 	if err := d.sup.BackupInboxes(ids, inboxCopy); err != nil {
 		return err
 	}
+	// The Matrix crypto store (its secrets pickled under a daemon key), if
+	// the channel ever ran.
+	crypto := filepath.Join(d.cfg.StateDir, MatrixDir, "crypto.db")
+	haveCrypto := false
+	if _, err := os.Lstat(crypto); err == nil {
+		if err := store.SnapshotFile(ctx, crypto, filepath.Join(tmp, "crypto.db")); err != nil {
+			return err
+		}
+		haveCrypto = true
+	}
 	af, err := os.OpenFile(filepath.Join(tmp, AuditFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -111,6 +127,10 @@ func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err err
 			continue
 		}
 		steps = append(steps, func() error { return bw.File(name, p) })
+	}
+	if haveCrypto {
+		steps = append(steps, func() error { return bw.Dir(MatrixDir) },
+			func() error { return bw.File(MatrixDir+"/crypto.db", filepath.Join(tmp, "crypto.db")) })
 	}
 	steps = append(steps, func() error { return bw.Dir("sessions") })
 	for _, id := range ids {
@@ -151,9 +171,11 @@ type RestoreOptions struct {
 // Restore puts the backup archive at path into cfg's state directory, which
 // must not exist or be empty. The master key comes from cfg's custody as
 // for serve. The archive is authenticated in full before anything is
-// extracted, and again over what was extracted, into a private directory
+// extracted, and what is extracted is exactly what was authenticated (each
+// file's size and hash, read under the MAC), into a private directory
 // beside the target that becomes the state directory only when everything
-// checked: a truncated, tampered or foreign archive writes nothing. Each
+// checked: a truncated, tampered or foreign archive writes nothing, and one
+// rewritten during the restore writes no more than the authentic one holds. Each
 // session gets a fresh outbox that continues where its delivered outbox
 // ended (queue.SeedOutbox); the audit log is verified against the store's
 // anchor and records the restore.
@@ -176,6 +198,7 @@ func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptio
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	removeStale(parent, "."+filepath.Base(target)+".restore-")
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(target)+".restore-")
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -210,10 +233,13 @@ func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptio
 	}
 	mk := master.SubKey(purposeBackup)
 	defer clear(mk[:])
-	if err := backup.Verify(f, &mk); err != nil {
+	// Extract reads f again but writes only what Verify authenticated, so
+	// an archive rewritten meanwhile fails without filling the disk.
+	v, err := backup.Verify(f, &mk)
+	if err != nil {
 		return err
 	}
-	if _, err := backup.Extract(f, &mk, tmp); err != nil {
+	if _, err := v.Extract(tmp); err != nil {
 		return err
 	}
 	for _, name := range []string{keys.CheckFileName, StoreFile, AuditFile, AgentDigestFile} {
@@ -312,4 +338,18 @@ func seedRestored(ctx context.Context, cfg config.Config, dir string, master *ke
 		return 0, err
 	}
 	return n, nil
+}
+
+// removeStale removes the directories in dir whose names start with prefix:
+// staging directories of a backup or restore that a crash interrupted.
+func removeStale(dir, prefix string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }

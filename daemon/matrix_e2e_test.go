@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,9 +69,9 @@ const (
 	strangerPass = "stranger-pass-1"
 )
 
-func newMatrixInstall(t *testing.T, rateLimit bool) *mxInstall {
+func newMatrixInstall(t *testing.T) *mxInstall {
 	in := newInstall(t)
-	hs := mxtest.Start(t, rateLimit)
+	hs := mxtest.Start(t)
 	m := &mxInstall{install: in, hs: hs,
 		bot: hs.Register(t, "ironclaw", botPass), owner: hs.Register(t, "owner", ownerPass), stranger: hs.Register(t, "stranger", strangerPass),
 		faultFile: filepath.Join(in.root, "fault-armed")}
@@ -86,7 +87,11 @@ func newMatrixInstall(t *testing.T, rateLimit bool) *mxInstall {
 // start runs the daemon; with fault set, it kills itself at that point once.
 func (m *mxInstall) start(fault string) {
 	m.t.Helper()
-	cmd := exec.Command(faultBinary(m.t), "--config", m.config, "serve")
+	bin := filepath.Join(m.bin, "ironclaw")
+	if fault != "" {
+		bin = faultBinary(m.t)
+	}
+	cmd := exec.Command(bin, "--config", m.config, "serve")
 	cmd.Env = os.Environ()
 	if fault != "" {
 		os.WriteFile(m.faultFile, nil, 0o600)
@@ -185,7 +190,7 @@ func waitExactlyOnce(t *testing.T, c *mxtest.Client, room id.RoomID, from id.Use
 }
 
 func TestMatrixEndToEnd(t *testing.T) {
-	m := newMatrixInstall(t, false)
+	m := newMatrixInstall(t)
 	m.start("")
 	owner := m.hs.Login(t, m.owner, ownerPass)
 	room := owner.CreateRoom(false, m.bot)
@@ -272,17 +277,19 @@ func TestMatrixEndToEnd(t *testing.T) {
 	}
 	waitExactlyOnce(t, stranger, room2, m.bot, "hi from "+markers[3])
 
-	// Crashes. Each point is armed once; the restarted daemon must deliver
-	// exactly once.
-	for i, point := range []string{"matrix.before-send", "matrix.after-send", "matrix.after-sync", "matrix.before-inbox", "matrix.after-inbox"} {
-		m.stop()
-		m.start(point)
-		mark := fmt.Sprintf("MARKER-mx-crash-%d-%s", i, strings.ReplaceAll(point, ".", "-"))
-		markers = append(markers, mark)
-		owner.Send(room, mark)
-		m.crashed(90 * time.Second)
-		m.start("")
-		waitExactlyOnce(t, owner, room, m.bot, mark)
+	// The bot's device is cross-signed (the owner's client sees it so
+	// without verifying anything by hand) and its room keys are backed up.
+	for dev, ts := range owner.DeviceTrust(m.bot) {
+		if ts < id.TrustStateCrossSignedTOFU || ts == id.TrustStateBlacklisted {
+			t.Errorf("the bot's device %s has trust %s in the owner's client, want cross-signed", dev, ts)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !slices.Contains(m.hs.BackedUpRooms(t, m.bot, botPass), room) {
+		if time.Now().After(deadline) {
+			t.Fatal("the room's keys never reached the bot's key backup")
+		}
+		time.Sleep(2 * time.Second)
 	}
 
 	// After the whole encrypted conversation, with the daemon stopped: no
@@ -303,6 +310,35 @@ func TestMatrixEndToEnd(t *testing.T) {
 		t.Fatalf("the owner's client holds no Megolm sessions to look for")
 	}
 	noSecrets(t, m.install, secrets)
+}
+
+// Kill the daemon (SIGKILL, at a crash point compiled into the test build)
+// between each step of a message's way in and its reply's way out, restart
+// it: the owner sees the reply exactly once, every time.
+func TestMatrixCrashes(t *testing.T) {
+	m := newMatrixInstall(t)
+	m.start("")
+	owner := m.hs.Login(t, m.owner, ownerPass)
+	room := owner.CreateRoom(false, m.bot)
+	owner.WaitJoined(room, m.bot, 60*time.Second)
+	owner.Send(room, "warm up")
+	waitExactlyOnce(t, owner, room, m.bot, "warm up")
+	var markers []string
+	// Crashes. Each point is armed once; the restarted daemon must deliver
+	// exactly once.
+	for i, point := range []string{"matrix.before-send", "matrix.after-send", "matrix.after-sync", "matrix.before-inbox", "matrix.after-inbox"} {
+		m.stop()
+		m.start(point)
+		mark := fmt.Sprintf("MARKER-mx-crash-%d-%s", i, strings.ReplaceAll(point, ".", "-"))
+		markers = append(markers, mark)
+		owner.Send(room, mark)
+		m.crashed(90 * time.Second)
+		m.start("")
+		waitExactlyOnce(t, owner, room, m.bot, mark)
+	}
+
+	m.stop()
+	noSecrets(t, m.install, append(markers, botPass))
 }
 
 // waitSession waits until room has a session and returns its id.
@@ -379,4 +415,52 @@ func noSecrets(t *testing.T, in *install, secrets []string) {
 	if files < 5 {
 		t.Fatalf("scanned only %d files", files)
 	}
+}
+
+// Benchmark (IRONCLAW_BENCH=1): owner's message → the agent's reply seen by
+// the owner's client, in an encrypted room, against a plain round trip
+// between two clients on the same homeserver in the same run (the peer
+// echoes each message at once, also encrypted). The echo agent takes no
+// model time, so nothing needs subtracting.
+func TestMatrixRoundTripBenchmark(t *testing.T) {
+	if os.Getenv("IRONCLAW_BENCH") == "" {
+		t.Skip("set IRONCLAW_BENCH=1 (just bench)")
+	}
+	m := newMatrixInstall(t)
+	m.start("")
+	owner := m.hs.Login(t, m.owner, ownerPass)
+	room := owner.CreateRoom(false, m.bot)
+	owner.WaitJoined(room, m.bot, 60*time.Second)
+	peerID := m.hs.Register(t, "peer", "peer-pass-1")
+	peer := m.hs.Login(t, peerID, "peer-pass-1")
+	peer.Echo()
+	proom := owner.CreateRoom(false, peerID)
+	owner.WaitJoined(proom, peerID, 60*time.Second)
+
+	const warm, n = 3, 30
+	measure := func(r id.RoomID, from id.UserID, label string) []time.Duration {
+		var ds []time.Duration
+		for i := range warm + n {
+			body := fmt.Sprintf("%s round trip %d", label, i)
+			start := time.Now()
+			owner.Send(r, body)
+			owner.WaitFor(r, from, 60*time.Second, func(ms []mxtest.Message) bool { return mxtest.Count(ms, body) >= 1 })
+			if i >= warm {
+				ds = append(ds, time.Since(start))
+			}
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	// Interleave the two so machine noise hits both alike.
+	var bot, base []time.Duration
+	for range 3 {
+		base = append(base, measure(proom, peerID, "peer")...)
+		bot = append(bot, measure(room, m.bot, "bot")...)
+	}
+	slices.Sort(bot)
+	slices.Sort(base)
+	p := func(ds []time.Duration, q float64) time.Duration { return ds[int(q*float64(len(ds)-1))] }
+	t.Logf("matrix round trip, encrypted room, %d each: ironclaw p50 %v p90 %v; two clients p50 %v p90 %v; ratio p50 %.2fx",
+		len(bot), p(bot, .5), p(bot, .9), p(base, .5), p(base, .9), float64(p(bot, .5))/float64(p(base, .5)))
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/keys"
@@ -24,7 +25,7 @@ const MatrixDir = "matrix"
 
 // matrixConfig builds the channel's config from the daemon's: the secret
 // comes from the file the config names, never from argv or environment.
-func matrixConfig(cfg config.Config, master *keys.Master, st *store.Store) (matrix.Config, error) {
+func matrixConfig(ctx context.Context, cfg config.Config, master *keys.Master, st *store.Store) (matrix.Config, error) {
 	m := cfg.Matrix
 	mc := matrix.Config{
 		Homeserver: m.Homeserver,
@@ -54,35 +55,66 @@ func matrixConfig(cfg config.Config, master *keys.Master, st *store.Store) (matr
 	} else {
 		mc.AccessToken = line
 	}
-	pk := master.SubKey(purposeMatrixPickle)
+	// Kept wrapped in the store like the other daemon keys, so a master key
+	// rotation rewraps it instead of orphaning every pickled secret; a
+	// store from before adopts the subkey it was derived as.
+	legacy := master.SubKey(purposeMatrixPickle)
+	pk, err := st.DaemonKey(ctx, master, purposeMatrixPickle, &legacy)
+	clear(legacy[:])
+	if err != nil {
+		return mc, err
+	}
 	mc.PickleKey = pk[:]
 	return mc, nil
 }
 
-// openMatrix starts the Matrix channel if the config has one.
+// openMatrix checks the Matrix channel's config and secret at Open: a
+// mistake there stops the daemon from starting, with a message. Reaching
+// the homeserver is runMatrix's job.
 func (d *Daemon) openMatrix(ctx context.Context) error {
 	if d.cfg.Matrix.Homeserver == "" {
 		return nil
 	}
-	mc, err := matrixConfig(d.cfg, d.master, d.store)
+	mc, err := matrixConfig(ctx, d.cfg, d.master, d.store)
 	if err != nil {
 		return err
 	}
 	mc.Sup, mc.Gate, mc.Audit, mc.Log = d.sup, d.gw, d.audit, d.log.With("channel", "matrix")
-	d.matrix, err = matrix.New(ctx, mc)
-	if err != nil {
-		return fmt.Errorf("%w (the daemon does not start without the Matrix channel its config names; fix it or remove [matrix])", err)
-	}
+	d.matrixCfg = &mc
 	return nil
 }
 
-// MatrixTrust is the Matrix channel's device view for the console (nil
-// error and zero value when Matrix is off).
-func (d *Daemon) MatrixTrust(ctx context.Context) (matrix.Trust, bool, error) {
-	if d.matrix == nil {
+// runMatrix connects the Matrix channel and runs it until ctx ends. A
+// homeserver that cannot be reached (or refuses the bot) at start is tried
+// again with backoff: the daemon and its other channels run meanwhile.
+func (d *Daemon) runMatrix(ctx context.Context) error {
+	backoff := 5 * time.Second
+	for {
+		ch, err := matrix.New(ctx, *d.matrixCfg)
+		if err == nil {
+			d.matrix.Store(ch)
+			defer ch.Close()
+			return ch.Run(ctx)
+		}
+		d.log.Error("the Matrix channel could not start; retrying", "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Minute)
+	}
+}
+
+// MatrixTrust is the Matrix channel's device view for the console: the
+// bot's device and trust, and its contacts' devices. ok is false while the
+// channel is off or not connected yet.
+func (d *Daemon) MatrixTrust(ctx context.Context) (t matrix.Trust, ok bool, err error) {
+	ch := d.matrix.Load()
+	if ch == nil {
 		return matrix.Trust{}, false, nil
 	}
-	t, err := d.matrix.Devices(ctx)
+	t, err = ch.Devices(ctx)
 	return t, true, err
 }
 
@@ -107,7 +139,7 @@ func MatrixLogin(ctx context.Context, cfg config.Config, passphrase io.Reader, o
 	}
 	defer st.Close()
 	defer lg.Close()
-	mc, err := matrixConfig(cfg, master, st)
+	mc, err := matrixConfig(ctx, cfg, master, st)
 	if err != nil {
 		return err
 	}

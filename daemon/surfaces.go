@@ -48,10 +48,16 @@ func (d *Daemon) status(ctx context.Context) api.Status {
 	if d.cfg.Console.Tailnet {
 		tailnet = "on (" + d.cfg.Console.Hostname + ")"
 	}
+	// Hashed now: the binary may have been replaced since the start.
+	installed, err := d.agent.Hash()
+	if err != nil {
+		installed = "unreadable: " + err.Error()
+	}
 	return api.Status{
 		Version: Version, StateDir: d.cfg.StateDir,
-		AgentInstalled: d.installed, AgentPinned: d.NewSessionDigest(),
-		Runsc: "ok (pinned build checked at start)", Model: d.cfg.Model.OllamaURL, Tailnet: tailnet,
+		AgentInstalled: installed, AgentPinned: d.NewSessionDigest(),
+		AuditFailures: d.audit.Failures(),
+		Runsc:         "ok (pinned build checked at start)", Model: d.cfg.Model.OllamaURL, Tailnet: tailnet,
 	}
 }
 

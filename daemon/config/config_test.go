@@ -305,3 +305,43 @@ func TestRenderRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestMatrixSection(t *testing.T) {
+	good := func(c *Config) {
+		c.Matrix = Matrix{Homeserver: "https://matrix.example.org", UserID: "@bot:example.org",
+			PasswordFile: "/etc/ironclaw/matrix.pass", Owners: []string{"@me:example.org"}}
+	}
+	c := Default()
+	good(&c)
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Matrix.Homeserver = "http://127.0.0.1:8008"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("loopback http: %v", err)
+	}
+	for name, bad := range map[string]struct {
+		mutate func(*Config)
+		key    string
+	}{
+		"plain http remote":  {func(c *Config) { c.Matrix.Homeserver = "http://matrix.example.org" }, "matrix.homeserver"},
+		"credentials in url": {func(c *Config) { c.Matrix.Homeserver = "https://u:p@matrix.example.org" }, "matrix.homeserver"},
+		"path":               {func(c *Config) { c.Matrix.Homeserver = "https://x.org/_matrix" }, "matrix.homeserver"},
+		"display name":       {func(c *Config) { c.Matrix.UserID = "IronClaw" }, "matrix.user_id"},
+		"no secret":          {func(c *Config) { c.Matrix.PasswordFile = "" }, "matrix.password_file"},
+		"two secrets":        {func(c *Config) { c.Matrix.AccessTokenFile = "/etc/ironclaw/token" }, "matrix.access_token_file"},
+		"secret in state":    {func(c *Config) { c.Matrix.PasswordFile = "/var/lib/ironclaw/pass" }, "matrix.password_file"},
+		"relative secret":    {func(c *Config) { c.Matrix.PasswordFile = "pass" }, "matrix.password_file"},
+		"no owners":          {func(c *Config) { c.Matrix.Owners = nil }, "matrix.owners"},
+		"owner display name": {func(c *Config) { c.Matrix.Owners = []string{"Me"} }, "matrix.owners"},
+		"bot owns itself":    {func(c *Config) { c.Matrix.Owners = []string{"@bot:example.org"} }, "matrix.owners"},
+		"half-written (off)": {func(c *Config) { c.Matrix.Homeserver = "" }, "matrix.homeserver"},
+	} {
+		c := Default()
+		good(&c)
+		bad.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -60,31 +60,37 @@ func (g *Gateway) submitOperators(ctx context.Context, r Request) (Ticket, error
 	return g.record(ctx, wire.SessionID{}, policy.KindOperators, r.Requester, r.Reason, 0, base, r.Proposed, d)
 }
 
-// approveOperatorsLocked applies an approved operators change: the set must
-// still be the request's base, policy must still allow it, and the store
+// operatorsTarget is the console's operator set as a change target. It has
+// no versions: the base is the set itself, compared byte for byte.
+type operatorsTarget struct{ g *Gateway }
+
+func (operatorsTarget) name() string { return "the operators" }
+
+func (t operatorsTarget) current(context.Context) (uint64, []byte, error) {
+	if t.g.operators == nil {
+		return 0, nil, ErrNoOperators
+	}
+	cur, err := t.g.operators.Current()
+	return 0, cur, err
+}
+
+func (t operatorsTarget) decide(_ context.Context, _, requester string, _ uint64, base, proposed []byte) (policy.Decision, error) {
+	if canon, err := policy.CanonicalOperators(proposed); err != nil || !bytes.Equal(canon, proposed) {
+		return policy.Decision{}, errNotCanonical
+	}
+	return policy.EvaluateOperators(requester, base, proposed), nil
+}
+
+// applyOperatorsLocked applies an approved operators change: the store
 // re-checks the binding in the transaction that records it applied, around
-// the replacement of the set itself.
-func (g *Gateway) approveOperatorsLocked(ctx context.Context, ch *store.Change, actor string, hash [32]byte) (uint64, error) {
-	if g.operators == nil {
-		return 0, ErrNoOperators
-	}
-	cur, err := g.operators.Current()
-	if err != nil {
-		return 0, fmt.Errorf("gateway: reading the operators: %w", err)
-	}
-	if !bytes.Equal(cur, ch.Base) {
-		return 0, g.closeLocked(ctx, ch, actor, StateStale, "stale: the operators changed since this request", ErrStale)
-	}
-	if d := policy.EvaluateOperators(actor, ch.Base, ch.Proposed); d.Outcome == policy.Deny {
-		return 0, g.closeLocked(ctx, ch, actor, StateRefused, "refused by policy: "+d.Rule, fmt.Errorf("%w: rule %s", ErrRefused, d.Rule))
-	}
+// the durable replacement of the set, which must still be the base.
+func (g *Gateway) applyOperatorsLocked(ctx context.Context, ch *store.Change, actor, decision string, hash [32]byte) error {
 	subj := changeSubject(&ch.ChangeSummary)
 	if _, err := g.log.Append(audit.Record{Actor: actor, Action: ActionApprove, Subject: subj,
-		Decision: "approved", Result: "applying"}); err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrAudit, err)
+		Decision: decision, Result: "applying"}); err != nil {
+		return fmt.Errorf("%w: %w", ErrAudit, err)
 	}
-	err = g.st.ApplyOperatorsChange(ctx, ch.ID, hash, actor, func(base, proposed []byte) error {
-		// What the store opened and re-hashed, checked against the set once more.
+	err := g.st.ApplyOperatorsChange(ctx, ch.ID, hash, actor, func(base, proposed []byte) error {
 		now, err := g.operators.Current()
 		if err != nil {
 			return err
@@ -99,11 +105,11 @@ func (g *Gateway) approveOperatorsLocked(ctx context.Context, ch *store.Change, 
 		result = "failed: not applied"
 	}
 	if _, aerr := g.log.Append(audit.Record{Actor: actor, Action: ActionApply, Subject: subj,
-		Decision: "approved", Result: result}); aerr != nil {
-		return 0, errors.Join(err, fmt.Errorf("%w: %w", ErrResultNotAudited, aerr))
+		Decision: decision, Result: result}); aerr != nil {
+		return errors.Join(err, fmt.Errorf("%w: %w", ErrResultNotAudited, aerr))
 	}
 	if err != nil {
-		return 0, fmt.Errorf("gateway: %w", err)
+		return fmt.Errorf("gateway: %w", err)
 	}
-	return 0, nil
+	return nil
 }

@@ -52,6 +52,7 @@ type Supervisor interface {
 	Delivered(ctx context.Context, session wire.SessionID, seq uint64) error
 	Ensure(ctx context.Context, binding string) (wire.SessionID, error)
 	InboxMessages(ctx context.Context, binding string, after uint64) ([]supervisor.InboxMessage, error)
+	Wake(ctx context.Context, binding string) error
 }
 
 // Gate files contact requests (daemon/gateway); it never decides them.
@@ -154,9 +155,13 @@ func (c *Channel) newClient(token string) (*mautrix.Client, error) {
 	} else {
 		cli.Client = &http.Client{Timeout: c.cfg.SyncTimeout + 30*time.Second}
 	}
-	// Retries are ours: they honour M_LIMIT_EXCEEDED and keep transaction
-	// ids (send.go). mautrix's log would carry request URLs: discarded.
-	cli.DefaultHTTPRetries = 0
+	// mautrix retries other requests (key queries, joins, uploads) on
+	// 429/5xx with backoff; sends and syncs are retried by the channel
+	// itself (oneAttempt), which reads M_LIMIT_EXCEEDED's retry_after_ms and
+	// keeps each transaction id. mautrix's log would carry request URLs:
+	// discarded.
+	cli.DefaultHTTPRetries = 4
+	cli.DefaultHTTPBackoff = time.Second
 	cli.Log = zerolog.Nop()
 	cli.UserAgent = "IronClaw"
 	return cli, nil
@@ -326,4 +331,9 @@ func (c *Channel) subscribe(ctx context.Context, room id.RoomID) {
 			}
 		}
 	}()
+}
+
+// oneAttempt makes mautrix try a request once; the caller retries.
+func oneAttempt(ctx context.Context) context.Context {
+	return context.WithValue(ctx, mautrix.MaxAttemptsContextKey, 1)
 }

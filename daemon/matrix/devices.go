@@ -33,14 +33,15 @@ type Trust struct {
 }
 
 // Devices reports the bot's trust state and the senders' devices, read-only,
-// for the console. It changes nothing and needs no homeserver round trip.
+// for the console. It changes nothing; it asks the homeserver only for the
+// bot's own device keys if the crypto store does not hold them yet.
 func (c *Channel) Devices(ctx context.Context) (Trust, error) {
 	own := c.mach.OwnIdentity()
 	t := Trust{
 		Bot:           Device{User: string(c.cfg.UserID), Device: string(own.DeviceID), Name: DeviceName, Fingerprint: crypto.Fingerprint(own.SigningKey)},
 		BackupVersion: c.acct.BackupVersion,
 	}
-	if dev, err := c.mach.CryptoStore.GetDevice(ctx, c.cfg.UserID, own.DeviceID); err == nil && dev != nil {
+	if dev, err := c.mach.GetOrFetchDevice(ctx, c.cfg.UserID, own.DeviceID); err == nil && dev != nil {
 		ts, _ := c.mach.ResolveTrustContext(ctx, dev)
 		t.Bot.Trust = ts.String()
 		t.CrossSigned = ts >= id.TrustStateCrossSignedUntrusted && ts != id.TrustStateBlacklisted

@@ -330,7 +330,16 @@ func (c *Channel) handOff(ctx context.Context, e store.MatrixEvent, text string,
 		}
 		for _, m := range msgs {
 			if m.From == string(sender) && m.Text == text {
-				return c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, m.Seq)
+				// It got in before the crash: never again. The sandbox that
+				// was to read it died with the daemon.
+				if err := c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, m.Seq); err != nil {
+					return err
+				}
+				if err := c.cfg.Sup.Wake(ctx, b); err != nil {
+					c.log.Warn("starting the sandbox for a recovered message", "room", string(room), "err", err)
+				}
+				c.setTyping(ctx, room, true)
+				return nil
 			}
 		}
 	}

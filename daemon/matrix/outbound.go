@@ -121,13 +121,15 @@ func (c *Channel) send(ctx context.Context, room id.RoomID, content map[string]a
 	backoff := 500 * time.Millisecond
 	var err error
 	for attempt := 0; attempt < maxSendAttempts; attempt++ {
-		_, err = c.cli.SendMessageEvent(ctx, room, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
+		_, err = c.cli.SendMessageEvent(oneAttempt(ctx), room, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
 		if err == nil {
 			return nil
 		}
 		wait, limited := retryAfter(err)
 		var he mautrix.HTTPError
-		if !limited {
+		if limited {
+			c.log.Info("rate limited by the homeserver; waiting as it asks", "room", string(room), "wait", wait)
+		} else {
 			if errors.As(err, &he) && he.Response != nil && he.Response.StatusCode >= 400 && he.Response.StatusCode < 500 {
 				return fmt.Errorf("sending to %s: %w", room, err) // not going to change by retrying now
 			}
@@ -188,7 +190,8 @@ func (c *Channel) alreadySent(ctx context.Context, room id.RoomID, txn string) (
 	return false, nil
 }
 
-// setTyping shows or clears the bot's typing notice (best effort).
+// setTyping shows or clears the bot's typing notice. Best effort and off
+// the message's path: the request runs on its own, owned by the channel.
 func (c *Channel) setTyping(ctx context.Context, room id.RoomID, on bool) {
 	c.mu.Lock()
 	was := c.typing[room]
@@ -197,7 +200,13 @@ func (c *Channel) setTyping(ctx context.Context, room id.RoomID, on bool) {
 	if was == on && !on {
 		return
 	}
-	if _, err := c.cli.UserTyping(ctx, room, on, 60*time.Second); err != nil {
-		c.log.Debug("typing notice", "room", string(room), "err", err)
-	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := c.cli.UserTyping(tctx, room, on, 60*time.Second); err != nil {
+			c.log.Debug("typing notice", "room", string(room), "err", err)
+		}
+	}()
 }

@@ -36,7 +36,7 @@ func (c *Channel) syncLoop(ctx context.Context) error {
 	since := c.acct.NextBatch
 	backoff := time.Second
 	for ctx.Err() == nil {
-		resp, err := c.cli.FullSyncRequest(ctx, mautrix.ReqSync{Since: since, Timeout: int(c.cfg.SyncTimeout / time.Millisecond)})
+		resp, err := c.cli.FullSyncRequest(oneAttempt(ctx), mautrix.ReqSync{Since: since, Timeout: int(c.cfg.SyncTimeout / time.Millisecond)})
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

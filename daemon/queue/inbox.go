@@ -141,6 +141,17 @@ func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) {
 	if in.conn == nil {
 		return nil, fmt.Errorf("queue: inbox is closed")
 	}
+	// Rows compacted away (Compact) are not there to read: start at the
+	// oldest row kept.
+	var oldest int64
+	if err := sqlitex.Execute(in.conn, "SELECT coalesce(min(seq), 0) FROM rows", &sqlitex.ExecOptions{
+		ResultFunc: func(st *sqlite.Stmt) error { oldest = st.ColumnInt64(0); return nil },
+	}); err != nil {
+		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)
+	}
+	if oldest > 0 && uint64(oldest)-1 > after {
+		after = uint64(oldest) - 1
+	}
 	rows, err := queuedb.Read(in.conn, in.session, wire.Inbox, in.key, after, 0)
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)

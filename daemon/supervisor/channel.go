@@ -82,3 +82,16 @@ func (s *Supervisor) InboxMessages(ctx context.Context, binding string, after ui
 	}
 	return out, nil
 }
+
+// Wake makes sure binding's session has a sandbox to read what its inbox
+// already holds: a channel that finds, after a crash, that its message got
+// into the inbox before the daemon died calls it, since nothing else would
+// start the sandbox until the next message.
+func (s *Supervisor) Wake(ctx context.Context, binding string) error {
+	c, err := s.conversation(ctx, binding)
+	if err != nil {
+		return err
+	}
+	c.noteInbox(c.wall.InboxHead())
+	return s.ensureSandbox(ctx, c, false)
+}

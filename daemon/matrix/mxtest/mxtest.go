@@ -61,7 +61,7 @@ client_api:
   registration_disabled: true
   guests_disabled: true
   registration_shared_secret: %[2]q
-  rate_limiting: {enabled: %[3]v, threshold: 5, cooloff_ms: 500}
+  rate_limiting: {enabled: false}
 federation_api: {database: {connection_string: "file:%[1]s/federation.db"}}
 key_server: {database: {connection_string: "file:%[1]s/keyserver.db"}}
 media_api: {base_path: %[1]s/media, database: {connection_string: "file:%[1]s/media.db"}}
@@ -73,10 +73,11 @@ user_api: {account_database: {connection_string: "file:%[1]s/userapi.db"}, bcryp
 logging: [{type: std, level: warn}]
 `
 
-// Start runs a Dendrite on a free loopback port until the test ends.
-// rateLimit turns the homeserver's rate limiting on (5 requests, then
-// M_LIMIT_EXCEEDED with retry_after_ms).
-func Start(t testing.TB, rateLimit bool) *Homeserver {
+// Start runs a Dendrite on a free loopback port until the test ends. Its
+// rate limiting is off: Dendrite does not limit sends anyway, so the
+// channel's handling of M_LIMIT_EXCEEDED is tested against a stub
+// (daemon/matrix send_test.go).
+func Start(t testing.TB) *Homeserver {
 	t.Helper()
 	bin := BinDir()
 	if _, err := os.Stat(filepath.Join(bin, "dendrite")); err != nil {
@@ -92,7 +93,7 @@ func Start(t testing.TB, rateLimit bool) *Homeserver {
 	}
 	h := &Homeserver{Dir: dir, secret: "ironclaw-test-shared-secret"}
 	cfg := filepath.Join(dir, "dendrite.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(config, dir, h.secret, rateLimit)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(config, dir, h.secret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -156,6 +157,15 @@ type Client struct {
 	mu     sync.Mutex
 	events []*event.Event // decrypted (or plaintext) room messages and notices, in order
 	wake   chan struct{}
+	echo   bool // guarded by mu: answer every message from others with its own text
+}
+
+// Echo makes the client answer every text message from someone else with
+// the same text, at once: the baseline a bot is measured against.
+func (c *Client) Echo() {
+	c.mu.Lock()
+	c.echo = true
+	c.mu.Unlock()
 }
 
 // Login logs user in with password and starts syncing with encryption.
@@ -195,7 +205,11 @@ func (h *Homeserver) Login(t testing.TB, user id.UserID, password string) *Clien
 	syncer.OnEventType(event.EventMessage, func(ctx context.Context, evt *event.Event) {
 		c.mu.Lock()
 		c.events = append(c.events, evt)
+		echo := c.echo && evt.Sender != cli.UserID
 		c.mu.Unlock()
+		if echo {
+			go cli.SendText(context.Background(), evt.RoomID, evt.Content.AsMessage().Body)
+		}
 		select {
 		case c.wake <- struct{}{}:
 		default:
@@ -350,6 +364,59 @@ func (c *Client) SessionKeysOf(room id.RoomID) []string {
 		if err == nil {
 			out = append(out, string(k))
 		}
+	}
+	return out
+}
+
+// DeviceTrust returns the trust state this client resolves for each of
+// user's devices (fetching their keys first).
+func (c *Client) DeviceTrust(user id.UserID) map[id.DeviceID]id.TrustState {
+	c.t.Helper()
+	ctx := context.Background()
+	mach := c.helper.Machine()
+	devs, err := mach.FetchKeys(ctx, []id.UserID{user}, true)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[id.DeviceID]id.TrustState{}
+	for d, dev := range devs[user] {
+		ts, err := mach.ResolveTrustContext(ctx, dev)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		out[d] = ts
+	}
+	return out
+}
+
+// BackedUpRooms logs in as user (a new, throwaway device without
+// encryption) and lists the rooms with keys in the account's latest key
+// backup, then logs that device out.
+func (h *Homeserver) BackedUpRooms(t testing.TB, user id.UserID, password string) []id.RoomID {
+	t.Helper()
+	ctx := context.Background()
+	cli, err := mautrix.NewClient(h.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Log = zerolog.Nop()
+	if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(user)},
+		Password:   password, StoreCredentials: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Logout(ctx)
+	v, err := cli.GetKeyBackupLatestVersion(ctx)
+	if err != nil {
+		t.Fatalf("no key backup for %s: %v", user, err)
+	}
+	keys, err := cli.GetKeyBackup(ctx, v.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []id.RoomID
+	for r := range keys.Rooms {
+		out = append(out, r)
 	}
 	return out
 }
