@@ -173,11 +173,10 @@ func readOperatorKey(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("init: operator key: %w", err)
 	}
-	line := strings.TrimSpace(string(data))
-	if strings.Contains(line, "\n") {
-		return "", fmt.Errorf("init: operator key %s holds more than one line: give one public key", path)
-	}
-	if _, _, opts, rest, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil || len(opts) > 0 || len(rest) > 0 {
+	// The operators file's one format (what an operators change proposes).
+	canon, err := policy.CanonicalOperators(data)
+	line := strings.TrimSpace(string(canon))
+	if err != nil || line == "" || strings.Contains(line, "\n") {
 		return "", fmt.Errorf("init: %s is not a single SSH public key (e.g. ~/.ssh/id_ed25519.pub)", path)
 	}
 	return line, nil
