@@ -43,12 +43,14 @@ func CanonicalOperators(text []byte) ([]byte, error) {
 			return nil, fmt.Errorf("operators line %d: one key per line", n+1)
 		}
 		key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk)))
-		comment = strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return -1
+		// A comment is a label: control characters go, and runs of
+		// whitespace become one space, so the form parses back to itself.
+		comment = strings.Join(strings.Fields(strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				return ' '
 			}
 			return r
-		}, strings.TrimSpace(comment))
+		}, comment)), " ")
 		if _, dup := seen[key]; !dup || seen[key] == "" {
 			seen[key] = comment
 		}
