@@ -36,7 +36,7 @@ setup: build
 
 # Set up, initialise the state directory once, and run the daemon on its defaults.
 up: setup
-    test -e /var/lib/ironclaw/master.check || {{bindir}}/ironclaw init $(.ci/operator-key)
+    test -e /var/lib/ironclaw/master.check || { k=$(.ci/operator-key); {{bindir}}/ironclaw init ${k:+--operator-key "$k"}; }
     exec {{bindir}}/ironclaw serve
 
 # Format, vet, and the whole test suite with the race detector, as root, inside a

@@ -166,10 +166,21 @@ func TestConsoleEndToEnd(t *testing.T) {
 		t.Fatal("the console login is not audited")
 	}
 
-	// A second request, denied with a reason.
-	in.mustRun("chat", "request instructions: Speak only German.")
-	id2 := in.waitPending("instructions")
+	// A second request, denied with a reason. It shows on the open console
+	// by itself; how long that takes is logged (docs/benchmarks.md).
 	con.send("Escape")
+	con.waitFor("0 pending change requests")
+	t0 := time.Now()
+	in.mustRun("chat", "request instructions: Speak only German.")
+	t1 := time.Now()
+	for !strings.Contains(con.screen(), "1 pending change requests") {
+		if time.Since(t0) > 30*time.Second {
+			t.Fatalf("the new request never showed on the open console:\n%s", con.screen())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("agent filed a request -> shown on the open console: %v after the chat returned (%v including the agent's turn)", time.Since(t1), time.Since(t0))
+	id2 := in.waitPending("instructions")
 	con.waitFor(id2[:12])
 	con.send("Enter")
 	con.waitFor("change request "+id2, "+++ proposed")
@@ -203,6 +214,30 @@ func TestConsoleEndToEnd(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "Permission denied") || strings.Contains(string(out), id) {
 		t.Fatalf("an unknown key: %v\n%s", err, out)
 	}
+	// Operators change through the gateway: one proposes adding the
+	// stranger's key, an operator approves it by keys in the console, and
+	// the new key gets in at once.
+	ops := filepath.Join(in.root, "operators.new")
+	both := append(mustRead(t, opKey+".pub"), mustRead(t, stranger+".pub")...)
+	os.WriteFile(ops, both, 0o600)
+	proposed, err := in.run("changes", "propose", "--kind", "operators", "--file", ops, "--reason", "a second operator")
+	opsID := regexp.MustCompile(`change request ([0-9a-f]{32}): pending`).FindStringSubmatch(proposed)
+	if err != nil || opsID == nil {
+		t.Fatalf("propose operators: %v\n%s", err, proposed)
+	}
+	con.send("Tab", "3", "Escape") // the chat page takes digits as text: leave it first; back to the list
+	con.waitFor(opsID[1][:12])
+	con.send("g", "Enter")
+	con.waitFor("change request "+opsID[1], "stranger")
+	con.send("a")
+	con.waitFor("Approve and apply exactly this change?")
+	con.send("y")
+	con.waitFor("DECIDED: applied")
+	if out, err := exec.Command("ssh", sshArgs(port, stranger, "127.0.0.1", "sessions", "--json")...).CombinedOutput(); err != nil {
+		t.Fatalf("the approved operator was refused: %v\n%s", err, out)
+	}
+	con.send("Escape")
+
 	// Forwarding is refused: stdio forwarding (direct-tcpip) and a remote
 	// forward (tcpip-forward).
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -173,11 +173,10 @@ func readOperatorKey(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("init: operator key: %w", err)
 	}
-	line := strings.TrimSpace(string(data))
-	if strings.Contains(line, "\n") {
-		return "", fmt.Errorf("init: operator key %s holds more than one line: give one public key", path)
-	}
-	if _, _, opts, rest, err := ssh.ParseAuthorizedKey([]byte(line)); err != nil || len(opts) > 0 || len(rest) > 0 {
+	// The operators file's one format (what an operators change proposes).
+	canon, err := policy.CanonicalOperators(data)
+	line := strings.TrimSpace(string(canon))
+	if err != nil || line == "" || strings.Contains(line, "\n") {
 		return "", fmt.Errorf("init: %s is not a single SSH public key (e.g. ~/.ssh/id_ed25519.pub)", path)
 	}
 	return line, nil
@@ -456,7 +455,8 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		log.Warn("the model is not ready", "err", err)
 	}
 	pcancel()
-	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, installed)})
+	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, installed),
+		Operators: operatorsFile(filepath.Join(cfg.StateDir, OperatorsFile))})
 	if err != nil {
 		return nil, err
 	}

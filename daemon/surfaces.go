@@ -14,7 +14,9 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/console"
+	"github.com/ironclaw/ironclaw/daemon/durable"
 	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/policy"
 )
 
 // LocalBinding is the session the local console chat talks to.
@@ -189,3 +191,27 @@ type closeBoth struct {
 }
 
 func (c *closeBoth) Close() error { return errors.Join(c.Listener.Close(), c.also()) }
+
+// operatorsFile is the state directory's operators file as the gateway's
+// operator set: an approved "operators" change replaces it, and the console
+// reads it at every login.
+type operatorsFile string
+
+func (f operatorsFile) Current() ([]byte, error) {
+	data, err := os.ReadFile(string(f))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	canon, err := policy.CanonicalOperators(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (fix it by hand; the console refuses everyone meanwhile)", f, err)
+	}
+	return canon, nil
+}
+
+func (f operatorsFile) Replace(canonical []byte) error {
+	return durable.WriteFile(string(f), canonical, 0o600)
+}

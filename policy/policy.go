@@ -18,7 +18,8 @@ const (
 	KindPermissions  = "permissions"
 	KindModel        = "model"
 	KindLimits       = "limits"
-	KindRules        = "rules" // the operator rules themselves
+	KindRules        = "rules"     // the operator rules themselves
+	KindOperators    = "operators" // who may use the console (policy/operators.go)
 )
 
 // Field names, as CEL rules see them in change.fields and as the kinds map
@@ -32,6 +33,7 @@ const (
 	FieldLimits       = "limits"
 	FieldAgentDigest  = "agent_digest"
 	FieldRules        = "rules"
+	FieldOperators    = "operators"
 )
 
 // kindField maps each kind to the one field it may change.
@@ -44,17 +46,18 @@ var kindField = map[string]string{
 	KindModel:        FieldModel,
 	KindLimits:       FieldLimits,
 	KindRules:        FieldRules,
+	KindOperators:    FieldOperators,
 }
 
 // humanOnly are the kinds no operator rule may auto-approve: a rule that
 // could approve changes to the rules could approve itself into anything, and
 // a new agent binary is new code that a person must choose to run.
-var humanOnly = map[string]bool{KindRules: true, KindSoftware: true}
+var humanOnly = map[string]bool{KindRules: true, KindSoftware: true, KindOperators: true}
 
 // Kinds returns every kind of change, in a fixed order.
 func Kinds() []string {
 	return []string{KindInstructions, KindTools, KindSoftware, KindContacts,
-		KindPermissions, KindModel, KindLimits, KindRules}
+		KindPermissions, KindModel, KindLimits, KindRules, KindOperators}
 }
 
 // Host holds the facts about this host that bound any profile.

@@ -345,3 +345,29 @@ func TestLiveNewRequest(t *testing.T) {
 	d.File("0123456789abcdef0123456789abcdef", "model", "agent:0123456789abcdef0123456789abcdef", "faster", "b", "p", "-model: a\n+model: b\n")
 	c.waitFor("model ")
 }
+
+// A session's memory, notes and schedules are read only on the keypress,
+// and that read is audited.
+func TestRecordsOnlyOnKeypress(t *testing.T) {
+	d := fixture()
+	c := start(t, d.Operator(alice), 80, 24)
+	c.loaded()
+	c.keys("2", "enter")
+	c.waitFor("profile version 1")
+	for _, e := range d.Audit() {
+		if e.Action == "session.records.read" {
+			t.Fatal("records were read before the operator asked")
+		}
+	}
+	c.keys("m")
+	c.waitFor("no memory, notes or schedules")
+	n := 0
+	for _, e := range d.Audit() {
+		if e.Action == "session.records.read" && e.Actor == alice {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d audited reads", n)
+	}
+}

@@ -3,6 +3,8 @@ package audit
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -39,6 +41,26 @@ func FuzzVerify(f *testing.F) {
 					t.Fatalf("head %d after %d entries", rep.Head.Seq, rep.Entries)
 				}
 			}
+		}
+	})
+}
+
+// FuzzTail: whatever the file holds, Tail ends, never panics, and yields
+// only entries that parse.
+func FuzzTail(f *testing.F) {
+	f.Add([]byte(""))
+	f.Add([]byte("{}\n"))
+	f.Add([]byte("no newline at all"))
+	f.Add([]byte("\n\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "audit.log")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		Tail(path, func(Entry) bool { n++; return true })
+		if n > bytes.Count(data, []byte("\n")) {
+			t.Fatalf("%d entries from %d lines", n, bytes.Count(data, []byte("\n")))
 		}
 	})
 }

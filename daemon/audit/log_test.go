@@ -463,23 +463,38 @@ func TestSanitizeEdges(t *testing.T) {
 	}
 }
 
-func TestScan(t *testing.T) {
+func TestTail(t *testing.T) {
 	path := tempLogPath(t)
 	l := mustOpen(t, path)
-	for i := range 5 {
-		if _, err := l.Append(Record{Actor: "operator:local:root", Action: "test", Subject: strings.Repeat("x", i)}); err != nil {
+	for i := range 3000 {
+		if _, err := l.Append(Record{Actor: "operator:local:root", Action: "test", Subject: strings.Repeat("x", i%200)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	mustClose(t, l)
 	var seqs []uint64
-	if err := ScanFile(path, func(e Entry) { seqs = append(seqs, e.Seq) }); err != nil {
+	if err := Tail(path, func(e Entry) bool { seqs = append(seqs, e.Seq); return true }); err != nil {
 		t.Fatal(err)
 	}
-	if len(seqs) != 5 || seqs[0] != 1 || seqs[4] != 5 {
-		t.Fatalf("scanned %v", seqs)
+	if len(seqs) != 3000 {
+		t.Fatalf("tailed %d entries", len(seqs))
 	}
-	if err := Scan(strings.NewReader("{not json}\n"), func(Entry) {}); err == nil {
-		t.Fatal("a bad line scanned")
+	for i, s := range seqs {
+		if s != uint64(3000-i) {
+			t.Fatalf("entry %d is seq %d", i, s)
+		}
+	}
+	seqs = nil
+	Tail(path, func(e Entry) bool { seqs = append(seqs, e.Seq); return len(seqs) < 5 })
+	if len(seqs) != 5 || seqs[4] != 2996 {
+		t.Fatalf("stop early: %v", seqs)
+	}
+	// An append in progress (no newline yet) is skipped.
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"seq":3001,"ti` + strings.Repeat("x", 200<<10)) // spans several read chunks
+	f.Close()
+	seqs = nil
+	if err := Tail(path, func(e Entry) bool { seqs = append(seqs, e.Seq); return false }); err != nil || seqs[0] != 3000 {
+		t.Fatalf("torn tail: %v %v", err, seqs)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon"
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
+	"github.com/ironclaw/ironclaw/policy"
 )
 
 // ChangesCmd lists and decides change requests through the running daemon.
@@ -159,9 +160,9 @@ func decide(ctx context.Context, g *Globals, id string, approve bool, note strin
 
 // ChangesProposeCmd files an operator's change.
 type ChangesProposeCmd struct {
-	Session string `required:"" help:"Session id (see ironclaw sessions)."`
-	Kind    string `required:"" help:"What changes: instructions, tools, software, contacts, permissions, model or limits."`
-	File    string `required:"" type:"existingfile" help:"The full proposed profile in canonical form (start from ironclaw sessions profile ID)."`
+	Session string `help:"Session id (see ironclaw sessions); none for kind operators."`
+	Kind    string `required:"" help:"What changes: instructions, tools, software, contacts, permissions, model, limits, or operators (the console's SSH keys)."`
+	File    string `required:"" type:"existingfile" help:"The full proposed profile in canonical form (start from ironclaw sessions profile ID); for operators, the whole new authorized_keys list."`
 	Reason  string `help:"Why, for the record."`
 	Base    uint64 `help:"The version you edited (refused if the profile moved since)."`
 }
@@ -171,6 +172,12 @@ func (c ChangesProposeCmd) Run(ctx context.Context, g *Globals) error {
 	data, err := os.ReadFile(c.File)
 	if err != nil {
 		return err
+	}
+	if c.Kind == policy.KindOperators {
+		// The gateway takes the set in canonical form; write it so here.
+		if data, err = policy.CanonicalOperators(data); err != nil {
+			return fmt.Errorf("%s: %w", c.File, err)
+		}
 	}
 	cl, err := adminClient(g)
 	if err != nil {

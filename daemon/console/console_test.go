@@ -49,6 +49,17 @@ func newSigner(t testing.TB) gossh.Signer {
 
 func startServer(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
+	return startServerWith(t, mod, nil)
+}
+
+// startServerOn serves on a listener listen makes.
+func startServerOn(t testing.TB, listen func(context.Context) (net.Listener, error)) *harness {
+	t.Helper()
+	return startServerWith(t, nil, listen)
+}
+
+func startServerWith(t testing.TB, mod func(*Config), listen func(context.Context) (net.Listener, error)) *harness {
+	t.Helper()
 	dir := t.TempDir()
 	h := &harness{t: t, opKey: newSigner(t), opsFile: filepath.Join(dir, "operators"), now: time.Unix(1e9, 0)}
 	if err := os.WriteFile(h.opsFile, gossh.MarshalAuthorizedKey(h.opKey.PublicKey()), 0o600); err != nil {
@@ -84,7 +95,12 @@ func startServer(t testing.TB, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var ln net.Listener
+	if listen != nil {
+		ln, err = listen(context.Background())
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package console
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -12,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ironclaw/ironclaw/policy"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -70,22 +69,6 @@ func loadHostKey(path string) (gossh.Signer, error) {
 	return s, nil
 }
 
-// ParseOperatorKey parses one authorized_keys line without options: what
-// `ironclaw init --operator-key` and the operators file hold.
-func ParseOperatorKey(line string) (gossh.PublicKey, string, error) {
-	pk, comment, opts, rest, err := gossh.ParseAuthorizedKey([]byte(line))
-	if err != nil {
-		return nil, "", fmt.Errorf("not an SSH public key: %w", err)
-	}
-	if len(opts) > 0 {
-		return nil, "", errors.New("authorized_keys options are not honoured; remove them")
-	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, "", errors.New("more than one key on the line")
-	}
-	return pk, comment, nil
-}
-
 // Operators is the set of operator keys, read from its sources on every
 // authentication so that an approved operators change (which rewrites the
 // state directory's file) takes effect at once.
@@ -102,20 +85,27 @@ type Operators struct {
 // drop (or add) operators.
 func (o Operators) Fingerprints() (map[string]bool, error) {
 	out := map[string]bool{}
-	add := func(where, line string) error {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			return nil
-		}
-		pk, _, err := ParseOperatorKey(line)
+	// One parser for the format everywhere: the gateway's canonical form
+	// (policy.CanonicalOperators) refuses options and extra keys on a line.
+	add := func(where string, text []byte) error {
+		canon, err := policy.CanonicalOperators(text)
 		if err != nil {
 			return fmt.Errorf("console: %s: %w", where, err)
 		}
-		out[gossh.FingerprintSHA256(pk)] = true
+		for _, line := range strings.Split(strings.TrimSpace(string(canon)), "\n") {
+			if line == "" {
+				continue
+			}
+			pk, _, _, _, err := gossh.ParseAuthorizedKey([]byte(line))
+			if err != nil {
+				return fmt.Errorf("console: %s: %w", where, err)
+			}
+			out[gossh.FingerprintSHA256(pk)] = true
+		}
 		return nil
 	}
 	for i, k := range o.Keys {
-		if err := add(fmt.Sprintf("console.operator_keys entry %d", i+1), k); err != nil {
+		if err := add(fmt.Sprintf("console.operator_keys entry %d", i+1), []byte(k)); err != nil {
 			return nil, err
 		}
 	}
@@ -123,24 +113,15 @@ func (o Operators) Fingerprints() (map[string]bool, error) {
 		if path == "" {
 			continue
 		}
-		f, err := os.Open(path)
+		data, err := os.ReadFile(path)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("console: %w", err)
 		}
-		sc := bufio.NewScanner(f)
-		for n := 1; sc.Scan(); n++ {
-			if err := add(fmt.Sprintf("%s line %d", path, n), sc.Text()); err != nil {
-				f.Close()
-				return nil, err
-			}
-		}
-		err = sc.Err()
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("console: %s: %w", path, err)
+		if err := add(path, data); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

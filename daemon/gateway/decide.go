@@ -143,8 +143,8 @@ func (g *Gateway) approveLocked(ctx context.Context, sum *store.Change, actor st
 // exactly itself.
 var errNotCanonical = errors.New("gateway: not a canonical text")
 
-// target is what a change request changes — a session's profile or the
-// operator rules — picked once by kind.
+// target is what a change request changes — a session's profile, the
+// operator rules or the console's operators — picked once by kind.
 type target interface {
 	name() string
 	// current is the version and canonical text now.
@@ -155,8 +155,11 @@ type target interface {
 }
 
 func (g *Gateway) targetOf(kind string, session wire.SessionID) target {
-	if kind == store.KindRules {
+	switch kind {
+	case store.KindRules:
 		return rulesTarget{g}
+	case store.KindOperators:
+		return operatorsTarget{g}
 	}
 	return profileTarget{g, session}
 }
@@ -221,6 +224,9 @@ func (g *Gateway) closeLocked(ctx context.Context, ch *store.Change, actor strin
 // binding-checked compare-and-swap, audits the result and notifies the
 // daemon. It returns the new version, or 0 if nothing was applied.
 func (g *Gateway) applyLocked(ctx context.Context, ch *store.Change, actor, decision string, hash [32]byte) (uint64, error) {
+	if ch.Kind == store.KindOperators {
+		return 0, g.applyOperatorsLocked(ctx, ch, actor, decision, hash)
+	}
 	subj := changeSubject(&ch.ChangeSummary)
 	if _, err := g.log.Append(audit.Record{Actor: actor, Action: ActionApprove, Subject: subj,
 		Decision: decision, Result: "applying"}); err != nil {

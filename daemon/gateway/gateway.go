@@ -144,6 +144,9 @@ type Config struct {
 	Cooldown time.Duration
 	// Now is the clock for the cool-down; nil means time.Now.
 	Now func() time.Time
+	// Operators is the console's operator set, changed by requests of kind
+	// "operators"; nil refuses them.
+	Operators Operators
 }
 
 // Gateway decides and applies changes. It is safe for concurrent use. All
@@ -156,6 +159,7 @@ type Gateway struct {
 	maxPending int
 	cooldown   time.Duration
 	now        func() time.Time
+	operators  Operators
 
 	host  atomic.Pointer[policy.Host]
 	rules atomic.Pointer[rulesState]
@@ -184,6 +188,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		maxPending: cfg.MaxPending,
 		cooldown:   cfg.Cooldown,
 		now:        cfg.Now,
+		operators:  cfg.Operators,
 	}
 	if g.maxPending <= 0 {
 		g.maxPending = DefaultMaxPending
@@ -287,8 +292,11 @@ func (k *keyLocks) lock(ctx context.Context, key string) (func(), error) {
 const rulesLockKey = "rules"
 
 func lockKey(cs *store.ChangeSummary) string {
-	if cs.Kind == store.KindRules {
+	switch cs.Kind {
+	case store.KindRules:
 		return rulesLockKey
+	case store.KindOperators:
+		return operatorsLockKey
 	}
 	return cs.Session.String()
 }

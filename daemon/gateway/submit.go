@@ -142,8 +142,11 @@ func (g *Gateway) SubmitRules(ctx context.Context, requester string, specs []pol
 // Every outcome is audited before Submit returns; if the audit write fails,
 // nothing is stored and the error wraps ErrAudit.
 func (g *Gateway) Submit(ctx context.Context, r Request) (Ticket, error) {
-	if r.Kind == policy.KindRules {
+	switch r.Kind {
+	case policy.KindRules:
 		return g.submitRules(ctx, r)
+	case policy.KindOperators:
+		return g.submitOperators(ctx, r)
 	}
 	kind := kindLabel(r.Kind)
 	subj := sessionSubject(r.Session, kind)
@@ -306,7 +309,7 @@ func (g *Gateway) record(ctx context.Context, session wire.SessionID, kind, requ
 			return Ticket{}, fmt.Errorf("%w: %w", ErrAudit, err)
 		}
 	case policy.AutoApprove:
-		if kind == policy.KindRules || kind == policy.KindSoftware {
+		if kind == policy.KindRules || kind == policy.KindSoftware || kind == policy.KindOperators {
 			// policy never does this; refuse to be the second line that fails.
 			return Ticket{}, fmt.Errorf("gateway: internal: policy auto-approved a %q change", kind)
 		}
@@ -359,16 +362,16 @@ func actorLabel(requester string) string {
 }
 
 func sessionSubject(session wire.SessionID, kind string) string {
-	if kind == policy.KindRules {
-		return "rules"
+	if store.Sessionless(kind) {
+		return kind
 	}
 	return "session:" + session.String() + " kind:" + kind
 }
 
 func changeSubject(cs *store.ChangeSummary) string {
 	where := "session:" + cs.Session.String()
-	if cs.Kind == store.KindRules {
-		where = "rules"
+	if store.Sessionless(cs.Kind) {
+		where = cs.Kind
 	}
 	return "change:" + cs.ID.String() + " " + where + " kind:" + cs.Kind + " binding:" + hex.EncodeToString(cs.Binding[:])
 }

@@ -95,6 +95,14 @@ func (g *Gateway) Show(ctx context.Context, id ID) (View, error) {
 		PolicyReasons:   ch.Reasons,
 		Note:            ch.Note,
 	}
+	if ch.Kind == store.KindOperators {
+		v.ChangedFields = []string{policy.FieldOperators}
+		if g.operators != nil {
+			cur, err := g.operators.Current()
+			v.BaseIsCurrent = err == nil && bytes.Equal(cur, ch.Base)
+		}
+		return v, nil
+	}
 	if ch.Kind == store.KindRules {
 		cur := g.rules.Load()
 		v.ChangedFields = []string{policy.FieldRules}

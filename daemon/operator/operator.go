@@ -530,21 +530,18 @@ func (b *bound) AuditEntries(ctx context.Context, q api.AuditQuery) ([]api.Audit
 	}
 	limit = min(limit, api.MaxAuditLimit)
 	needle := strings.ToLower(q.Contains)
-	// A ring of the newest matches: the log is read once, front to back.
-	ring := make([]api.AuditEntry, 0, min(limit, 4096))
-	next := 0
-	err := audit.ScanFile(b.s.cfg.AuditPath, func(e audit.Entry) {
-		if needle != "" && !matches(e, needle) {
-			return
+	// From the end of the file backwards: the newest entries of a long log
+	// cost only their own lines.
+	var out []api.AuditEntry
+	err := audit.Tail(b.s.cfg.AuditPath, func(e audit.Entry) bool {
+		if ctx.Err() != nil {
+			return false
 		}
-		ae := api.AuditEntry{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action,
-			Subject: e.Subject, Decision: e.Decision, Result: e.Result, Count: e.Count}
-		if len(ring) < limit {
-			ring = append(ring, ae)
-			return
+		if needle == "" || matches(e, needle) {
+			out = append(out, api.AuditEntry{Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action,
+				Subject: e.Subject, Decision: e.Decision, Result: e.Result, Count: e.Count})
 		}
-		ring[next] = ae
-		next = (next + 1) % limit
+		return len(out) < limit
 	})
 	if err != nil {
 		return nil, internal("reading the audit log", err)
@@ -552,7 +549,7 @@ func (b *bound) AuditEntries(ctx context.Context, q api.AuditQuery) ([]api.Audit
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	out := append(slices.Clone(ring[next:]), ring[:next]...)
+	slices.Reverse(out) // oldest first, as documented
 	return out, nil
 }
 

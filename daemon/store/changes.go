@@ -122,6 +122,14 @@ func ChangeStates() []ChangeState {
 // has no session.
 const KindRules = "rules"
 
+// KindOperators is the kind of a change of the console's operators; like
+// rules, it has no session.
+const KindOperators = "operators"
+
+// Sessionless reports whether a change of kind has no session (rules,
+// operators): it changes the host, not one session's profile.
+func Sessionless(kind string) bool { return kind == KindRules || kind == KindOperators }
+
 // Limits on change request metadata.
 const (
 	MaxChangeKindLen      = 64
@@ -198,7 +206,7 @@ func changeSealTable(column string, id ChangeID) string {
 }
 
 func sessionArg(c *ChangeSummary) any {
-	if c.Kind == KindRules {
+	if Sessionless(c.Kind) {
 		return nil
 	}
 	return c.Session.String()
@@ -263,12 +271,12 @@ func (s *Store) InsertChange(ctx context.Context, ch Change) error {
 				return err
 			}
 		}
-		if ch.Kind != KindRules {
+		if !Sessionless(ch.Kind) {
 			if err := activeSession(c, ch.Session); err != nil {
 				return err
 			}
 		} else if ch.Session != (wire.SessionID{}) {
-			return errors.New("a rules change has no session")
+			return fmt.Errorf("a %s change has no session", ch.Kind)
 		}
 		err = sqlitex.Execute(c, `INSERT INTO change_requests (id, session_id, kind, requester, base_version,
 			base, proposed, reason, reasons, binding, proposed_mac, created, state, outcome, rule, result)
@@ -676,6 +684,42 @@ func (s *Store) checkApproval(c *sqlite.Conn, id ChangeID, approved [32]byte) (C
 	return ch, nil
 }
 
+// ApplyOperatorsChange applies a pending operators change: in one
+// transaction it re-checks the approval's binding against the stored texts
+// (ErrBindingMismatch), calls apply with exactly the stored proposed bytes,
+// and marks the request applied by `by`. If apply fails nothing is marked;
+// if marking fails after apply succeeded, the request stays pending and a
+// later approval finds its base moved (stale).
+func (s *Store) ApplyOperatorsChange(ctx context.Context, id ChangeID, approved [32]byte, by string, apply func(base, proposed []byte) error) error {
+	if err := checkShortText("actor", by, MaxChangeActorLen, false); err != nil {
+		return err
+	}
+	err := s.write(ctx, func(c *sqlite.Conn) error {
+		ch, err := s.checkApproval(c, id, approved)
+		if err != nil {
+			return err
+		}
+		if ch.Kind != KindOperators {
+			return errors.New("only an operators change is applied with ApplyOperatorsChange")
+		}
+		if err := apply(ch.Base, ch.Proposed); err != nil {
+			return err
+		}
+		err = sqlitex.Execute(c, `UPDATE change_requests SET state = 'applied', decided_by = ?, decided = ?, result = ?
+			WHERE id = ? AND state = 'pending'`, &sqlitex.ExecOptions{
+			Args: []any{by, s.now().UnixNano(), "applied", id.String()},
+		})
+		if err == nil && c.Changes() != 1 {
+			err = ErrNotPending
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: applying change request %s: %w", id, err)
+	}
+	return nil
+}
+
 func (s *Store) markApplied(c *sqlite.Conn, id ChangeID, version uint64, by string) error {
 	err := sqlitex.Execute(c, `UPDATE change_requests SET state = 'applied', decided_by = ?, decided = ?, result = ?, applied_version = ?
 		WHERE id = ? AND state = 'pending'`, &sqlitex.ExecOptions{
@@ -718,6 +762,9 @@ func (s *Store) ApplyChange(ctx context.Context, id ChangeID, approved [32]byte,
 		ch, err := s.checkApproval(c, id, approved)
 		if err != nil {
 			return err
+		}
+		if ch.Kind == KindOperators {
+			return errors.New("an operators change is applied with ApplyOperatorsChange")
 		}
 		t := s.targetOf(&ch)
 		cur, text, err := t.current(c)

@@ -240,4 +240,54 @@ BEGIN
 	DELETE FROM model_tokens WHERE session_id = NEW.id;
 END;
 `,
+	// 7: the console's operators are changed through the gateway too: a
+	// change of kind "operators", like one of the rules, has no session.
+	// SQLite cannot alter a CHECK, so the table is rebuilt (its erase
+	// trigger, which names it, is dropped and made again around that).
+	`
+DROP TRIGGER change_requests_erase;
+
+CREATE TABLE change_requests_v6 (
+	id              TEXT    PRIMARY KEY
+	                CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+	session_id      TEXT    REFERENCES sessions (id),
+	kind            TEXT    NOT NULL CHECK (length(kind) BETWEEN 1 AND 64),
+	requester       TEXT    NOT NULL CHECK (length(requester) BETWEEN 1 AND 300),
+	base_version    INTEGER NOT NULL CHECK (base_version >= 0),
+	base            BLOB    NOT NULL, -- sealed
+	proposed        BLOB    NOT NULL, -- sealed
+	reason          BLOB    NOT NULL, -- sealed, untrusted text
+	reasons         BLOB    NOT NULL, -- sealed, the policy's reasons
+	binding         BLOB    NOT NULL CHECK (length(binding) = 32),
+	-- Keyed MAC of the proposed text (dedupe lookups without unsealing;
+	-- keyed so that it confirms no guess without the content key).
+	proposed_mac    BLOB    NOT NULL CHECK (length(proposed_mac) = 32),
+	created         INTEGER NOT NULL,
+	state           TEXT    NOT NULL CHECK (state IN
+	                ('pending', 'approved', 'denied', 'applied', 'stale', 'refused')),
+	outcome         TEXT    NOT NULL CHECK (outcome IN ('deny', 'needs-human', 'auto-approve')),
+	rule            TEXT    NOT NULL CHECK (length(rule) BETWEEN 1 AND 128),
+	decided_by      TEXT,
+	decided         INTEGER,
+	note            BLOB,             -- sealed
+	result          TEXT    NOT NULL DEFAULT '' CHECK (length(result) <= 512),
+	applied_version INTEGER,
+	CHECK ((session_id IS NULL) = (kind IN ('rules', 'operators')))
+) STRICT;
+
+INSERT INTO change_requests_v6 SELECT * FROM change_requests;
+DROP TABLE change_requests;
+ALTER TABLE change_requests_v6 RENAME TO change_requests;
+
+CREATE INDEX change_requests_session ON change_requests (session_id, state, kind);
+CREATE INDEX change_requests_created ON change_requests (created);
+CREATE INDEX change_requests_dedupe ON change_requests (session_id, kind, base_version, proposed_mac)
+	WHERE state = 'pending';
+
+CREATE TRIGGER change_requests_erase AFTER UPDATE OF state ON sessions
+	FOR EACH ROW WHEN NEW.state = 'erased'
+BEGIN
+	DELETE FROM change_requests WHERE session_id = NEW.id;
+END;
+`,
 }

@@ -12,6 +12,7 @@ type KeyMap struct {
 	Chat                                  key.Binding
 	Approve, Deny, Confirm, Cancel        key.Binding
 	ToggleAll, Filter, Verify, Restart    key.Binding
+	Stop, Records                         key.Binding
 	ChatWith, Send                        key.Binding
 	Refresh, Help, Quit                   key.Binding
 }
@@ -45,6 +46,8 @@ func DefaultKeyMap() KeyMap {
 		Filter:    b([]string{"/"}, "/", "filter"),
 		Verify:    b([]string{"v"}, "v", "verify chain"),
 		Restart:   b([]string{"R"}, "R", "restart…"),
+		Stop:      b([]string{"S"}, "S", "stop sandbox…"),
+		Records:   b([]string{"m"}, "m", "memory, notes, schedules (audited)"),
 		ChatWith:  b([]string{"c"}, "c", "chat with it"),
 		Send:      b([]string{"enter"}, "enter", "send"),
 		Refresh:   b([]string{"ctrl+r"}, "ctrl+r", "refresh"),

@@ -357,6 +357,12 @@ func (p *Approvals) View(width, height int) string {
 			head = "all change requests"
 		}
 		var top []string
+		count := fmt.Sprintf("%d %s", len(p.list), head)
+		if p.rows.Offset > 0 {
+			// The list holds still; say what arrived above the screen.
+			count += fmt.Sprintf("   ↑ %d more above (g: top)", p.rows.Offset)
+		}
+		top = append(top, s.Faint.Render(common.Fit(count, width)))
 		top = append(top, s.Header.Render(common.Fit(fmt.Sprintf("%-12s %-8s %-12s %-12s %-16s %s", "ID", "STATE", "KIND", "SESSION", "FILED (UTC)", "REQUESTER"), width)))
 		if p.err != nil {
 			top = append(top, s.Error.Render(common.Fit(common.ErrorText(p.err), width)))

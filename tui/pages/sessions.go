@@ -25,7 +25,9 @@ type Sessions struct {
 	profile    *api.Profile
 	profileErr error
 	view       components.Viewport
-	confirm    bool
+	confirm    string // "restart" or "stop" while asking
+	records    *api.Records
+	recordsErr error
 }
 
 // NewSessions makes the sessions page.
@@ -47,7 +49,13 @@ type profileLoaded struct {
 }
 
 type restarted struct {
+	id, verb string
+	err      error
+}
+
+type recordsLoaded struct {
 	id  string
+	r   api.Records
 	err error
 }
 
@@ -116,9 +124,17 @@ func (p *Sessions) Update(msg tea.Msg) tea.Cmd {
 		}
 	case restarted:
 		if m.err != nil {
-			return tea.Batch(p.Init(), status("restart: "+common.ErrorText(m.err), true))
+			return tea.Batch(p.Init(), status(m.verb+": "+common.ErrorText(m.err), true))
 		}
-		return tea.Batch(p.Init(), status("session "+common.Short(m.id, 12)+" restarted", false))
+		return tea.Batch(p.Init(), status("session "+common.Short(m.id, 12)+": "+m.verb+" done", false))
+	case recordsLoaded:
+		if p.open != nil && p.open.ID == m.id {
+			p.recordsErr = m.err
+			if m.err == nil {
+				r := m.r
+				p.records = &r
+			}
+		}
 	case tea.KeyPressMsg:
 		return p.key(m)
 	}
@@ -127,14 +143,19 @@ func (p *Sessions) Update(msg tea.Msg) tea.Cmd {
 
 func (p *Sessions) key(m tea.KeyPressMsg) tea.Cmd {
 	k := p.c.Keys
-	if p.confirm {
+	if p.confirm != "" {
 		switch {
 		case key.Matches(m, k.Confirm):
-			p.confirm = false
-			c, id := p.c, p.open.ID
-			return func() tea.Msg { return restarted{id, c.Op.RestartSession(c.Ctx, id)} }
+			verb, c, id := p.confirm, p.c, p.open.ID
+			p.confirm = ""
+			return func() tea.Msg {
+				if verb == "stop" {
+					return restarted{id, verb, c.Op.StopSession(c.Ctx, id)}
+				}
+				return restarted{id, verb, c.Op.RestartSession(c.Ctx, id)}
+			}
 		case key.Matches(m, k.Cancel):
-			p.confirm = false
+			p.confirm = ""
 		}
 		return nil
 	}
@@ -144,6 +165,7 @@ func (p *Sessions) key(m tea.KeyPressMsg) tea.Cmd {
 			if p.rows.Cursor < len(p.list) {
 				s := p.list[p.rows.Cursor]
 				p.open, p.profile, p.profileErr = &s, nil, nil
+				p.records, p.recordsErr = nil, nil
 				p.view.Offset = 0
 				return p.loadProfile(s.ID)
 			}
@@ -161,7 +183,17 @@ func (p *Sessions) key(m tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(m, k.Back):
 		p.open = nil
 	case key.Matches(m, k.Restart):
-		p.confirm = true
+		p.confirm = "restart"
+	case key.Matches(m, k.Stop):
+		p.confirm = "stop"
+	case key.Matches(m, k.Records):
+		// Sealed, agent-written content: read only on this keypress, and
+		// the daemon audits the read.
+		c, id := p.c, p.open.ID
+		return func() tea.Msg {
+			r, err := c.Op.SessionRecords(c.Ctx, id)
+			return recordsLoaded{id, r, err}
+		}
 	case key.Matches(m, k.ChatWith):
 		s := *p.open
 		return func() tea.Msg { return ChatWithMsg{Session: s.ID, Binding: s.Binding} }
@@ -239,12 +271,38 @@ func (p *Sessions) View(width, height int) string {
 			add(l, plain)
 		}
 	}
+	switch {
+	case p.recordsErr != nil:
+		add("records: "+common.ErrorText(p.recordsErr), st.Error.Render)
+	case p.records != nil:
+		add("what the agent keeps (agent-written, untrusted; this read was audited)", st.UntrustedHd.Render)
+		for _, f := range p.records.Memory {
+			add("memory "+common.SafeLine(f.Key)+": "+common.Safe(f.Text), plain)
+		}
+		for _, n := range p.records.Notes {
+			add("note "+common.SafeLine(n.Name)+":", st.Label.Render)
+			add(common.Safe(n.Text), plain)
+		}
+		for _, sc := range p.records.Schedules {
+			every := ""
+			if sc.Every > 0 {
+				every = " every " + sc.Every.String()
+			}
+			add("schedule "+common.SafeLine(sc.ID)+" next "+ago(sc.Next)+every+": "+common.Safe(sc.Text), plain)
+		}
+		if len(p.records.Memory)+len(p.records.Notes)+len(p.records.Schedules) == 0 {
+			add("no memory, notes or schedules", st.Faint.Render)
+		}
+	}
 	p.view.SetLines(lines)
 	var bottom []string
-	if p.confirm {
+	switch p.confirm {
+	case "restart":
 		bottom = strings.Split(components.Dialog(st, width, "Restart session "+s.ID+"? Its sandbox is stopped and may start again (audited).", "y: restart    n/esc: cancel"), "\n")
-	} else {
-		bottom = []string{st.Faint.Render(common.Fit(p.view.Position()+"   R restart · c chat · esc back", width))}
+	case "stop":
+		bottom = strings.Split(components.Dialog(st, width, "Stop session "+s.ID+"'s sandbox now? Its next message starts it again (audited).", "y: stop    n/esc: cancel"), "\n")
+	default:
+		bottom = []string{st.Faint.Render(common.Fit(p.view.Position()+"   m records · S stop · R restart · c chat · esc back", width))}
 	}
 	p.view.Height = max(height-len(bottom), 1)
 	return p.view.View() + "\n" + strings.Join(bottom, "\n")
@@ -255,10 +313,10 @@ func (p *Sessions) ShortHelp() []key.Binding {
 	if p.open == nil {
 		return []key.Binding{k.Up, k.Down, k.Open, k.ChatWith}
 	}
-	return []key.Binding{k.Up, k.Down, k.Restart, k.ChatWith, k.Back}
+	return []key.Binding{k.Up, k.Down, k.Records, k.Stop, k.Restart, k.ChatWith, k.Back}
 }
 
 func (p *Sessions) FullHelp() [][]key.Binding {
 	k := p.c.Keys
-	return [][]key.Binding{k.ScrollKeys(), {k.Open, k.Back, k.ChatWith, k.Restart}}
+	return [][]key.Binding{k.ScrollKeys(), {k.Open, k.Back, k.ChatWith}, {k.Records, k.Stop, k.Restart}}
 }
