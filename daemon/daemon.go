@@ -431,6 +431,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
 		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, Installed: d.agent, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
 		ModelUpstream: cfg.Model.OllamaURL,
+		ModelCalls:    cfg.Limits.MaxModelCalls,
 		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
 		MaxRunning:  int(cfg.Limits.MaxRunningSandboxes),
@@ -554,6 +555,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	schedCtx, stopSched := context.WithCancel(ctx)
 	schedDone := make(chan error, 1)
 	go func() { schedDone <- d.sched.Run(schedCtx) }()
+	// Messages written just before a crash are answered now, not with the
+	// next message.
+	if err := d.sup.WakeUnread(ctx); err != nil {
+		d.log.Warn("waking sessions with unread messages", "err", err)
+	}
 	var anchored uint64
 	for running := true; running; {
 		select {

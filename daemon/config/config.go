@@ -230,6 +230,11 @@ type Limits struct {
 	// MaxCallsPerMinute caps one session's model calls per minute.
 	// Default: 120.
 	MaxCallsPerMinute int64 `toml:"max_calls_per_minute"`
+	// MaxModelCalls caps the model calls all sessions together have at the
+	// Ollama server at once; more wait their turn (up to 2 minutes) and are
+	// then refused as busy. Env: IRONCLAW_LIMITS_MAX_MODEL_CALLS.
+	// Default: 4.
+	MaxModelCalls int64 `toml:"max_model_calls"`
 }
 
 // Default returns the built-in configuration.
@@ -267,6 +272,7 @@ func Default() Config {
 			OutboxCopyBudgetMiB: 128,
 			MaxTokensPerDay:     2_000_000,
 			MaxCallsPerMinute:   120,
+			MaxModelCalls:       4,
 		},
 	}
 }

@@ -226,6 +226,7 @@ func (v *validator) limits(l Limits) {
 		{"limits.outbox_copy_budget_mib", l.OutboxCopyBudgetMiB, 2 * def.OutboxMiB},
 		{"limits.max_tokens_per_day", l.MaxTokensPerDay, def.TokensPerDay},
 		{"limits.max_calls_per_minute", l.MaxCallsPerMinute, def.CallsPerMinute},
+		{"limits.max_model_calls", l.MaxModelCalls, 1},
 	} {
 		switch {
 		case f.val <= 0:

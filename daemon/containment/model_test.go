@@ -1,6 +1,7 @@
 package containment
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +117,8 @@ func TestModelProxyFromSandbox(t *testing.T) {
 }
 
 // TestModelBudgetSurvivesSandboxRestart: the day's tokens are the supervisor's, so a
-// sandbox that crashes and restarts does not get a fresh budget.
+// sandbox that crashes and restarts does not get a fresh budget; and they are kept in
+// the store, so a daemon restart does not refill them either.
 func TestModelBudgetSurvivesSandboxRestart(t *testing.T) {
 	rep := ollamatest.Text("costly")
 	rep.PromptTokens, rep.EvalTokens = 40, 30
@@ -155,6 +157,24 @@ func TestModelBudgetSurvivesSandboxRestart(t *testing.T) {
 	d.waitAudit(10*time.Second, "the token refusal", func(e audit.Entry) bool {
 		return e.Action == proxy.ActionRefused && e.Result == proxy.RefusedTokens
 	})
+	// The daemon restarts: the day's tokens come back from the store, so the
+	// day stays spent.
+	d.closeSupervisor()
+	next, err := supervisor.New(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close(context.Background())
+	if _, err := next.Reap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.sup = next
+	if got := d.ask("b", "chat:"+scriptedModel, time.Minute); !strings.Contains(got, "budget") {
+		t.Fatalf("after a daemon restart the spent budget answered %q", got)
+	}
+	if n := len(up.Requests()); n != 1 {
+		t.Fatalf("%d calls reached the upstream after the restart, want 1", n)
+	}
 }
 
 // TestRealOllamaTurnFromSandbox: agentd's provider inside gVisor streams a turn from the

@@ -45,6 +45,8 @@ type harnessOpt struct {
 	budget      *Budget
 	model       string // the profile's model (default testModel)
 	auditor     func(*audit.Log) Auditor
+	gate        *Gate
+	session     string // default: a fixed id
 }
 
 func newHarness(t testing.TB, o harnessOpt, replies ...ollamatest.Reply) *harness {
@@ -71,13 +73,14 @@ func newHarness(t testing.TB, o harnessOpt, replies ...ollamatest.Reply) *harnes
 	}
 	h.proxy, err = New(Config{
 		Upstream: upstream,
-		Session:  "0123456789abcdef0123456789abcdef",
+		Session:  cmp.Or(o.session, "0123456789abcdef0123456789abcdef"),
 		Profile: func(context.Context) (profile.Profile, error) {
 			h.profMu.Lock()
 			defer h.profMu.Unlock()
 			return h.prof, nil
 		},
 		Budget: o.budget,
+		Gate:   o.gate,
 		Audit:  aud,
 		Limits: o.limits,
 	})
@@ -209,4 +212,17 @@ func calls(es []auditEntry) []auditEntry {
 // chatBody is a valid request body for raw requests.
 func chatBody(extra string) string {
 	return `{"model":"` + testModel + `","messages":[{"role":"user","content":"hi"}],"stream":false` + extra + `}`
+}
+
+// spend charges n tokens to b today, as one settled call.
+func spend(t testing.TB, b *Budget, n int64) {
+	t.Helper()
+	now := time.Now()
+	tk, class, err := b.admit(context.Background(), now, budgetLimits{callsPerMinute: 1 << 30, tokensPerDay: 1 << 40, concurrent: 1 << 30}, 1, 0)
+	if class != "" {
+		t.Fatalf("spend: %s %v", class, err)
+	}
+	if err := tk.settle(context.Background(), now, n); err != nil {
+		t.Fatal(err)
+	}
 }

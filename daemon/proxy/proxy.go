@@ -10,7 +10,10 @@
 // with the proxy's own clamps on context length, prediction length and
 // keep_alive; no header the agent sent is forwarded. Body size, message and
 // tool counts, answer size, call rate, concurrency and tokens per day are
-// capped per session, and both sides have timeouts.
+// capped per session, and both sides have timeouts. Tokens are charged at
+// admission (a call's worst case) and settled when the answer's final line
+// reports the real counts, so hanging up early never makes a call cheap
+// (Budget); one Gate caps the calls all sessions have at the upstream.
 //
 // Every forwarded call leaves one audit record (session, model, tokens,
 // duration, status), written before the agent gets the answer's final line
@@ -56,6 +59,12 @@ const (
 	RefusedConcurrency = "too many calls at once"
 	RefusedResponse    = "response too large"
 	RefusedNoProfile   = "no profile"
+	// RefusedLedger: the session's token record in the daemon's store could
+	// not be read or written, so the call cannot be charged (fail closed).
+	RefusedLedger = "token record unavailable"
+	// RefusedBusy: every upstream slot shared by all sessions stayed taken
+	// for the whole wait (Limits.QueueTimeout).
+	RefusedBusy = "model server busy"
 )
 
 // Audit actions.
@@ -85,8 +94,13 @@ type Limits struct {
 	// MaxKeepAlive caps how long the upstream keeps the model loaded after
 	// a call (the agent's keep_alive is clamped to it; none means this).
 	MaxKeepAlive time.Duration
-	// MaxConcurrent caps one session's calls in flight.
+	// MaxConcurrent caps one session's calls in flight (waiting for an
+	// upstream slot included).
 	MaxConcurrent int
+	// QueueTimeout bounds how long a call waits for one of the upstream
+	// slots all sessions share (Config.Gate) before it is refused as
+	// RefusedBusy. The wait counts against CallTimeout.
+	QueueTimeout time.Duration
 	// CallTimeout bounds a whole call; HeaderTimeout the wait for the
 	// upstream's answer to begin (a cold model load); IdleTimeout the gap
 	// between two streamed lines; WriteTimeout one write to the agent (an
@@ -109,6 +123,7 @@ const (
 	DefaultMaxNumPredict = 2048
 	DefaultMaxKeepAlive  = 10 * time.Minute
 	DefaultMaxConcurrent = 2
+	DefaultQueueTimeout  = 2 * time.Minute
 	DefaultCallTimeout   = 10 * time.Minute
 	DefaultHeaderTimeout = 5 * time.Minute
 	DefaultIdleTimeout   = 2 * time.Minute
@@ -142,6 +157,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.MaxNumPredict, DefaultMaxNumPredict)
 	defd(&l.MaxKeepAlive, DefaultMaxKeepAlive)
 	defi(&l.MaxConcurrent, DefaultMaxConcurrent)
+	defd(&l.QueueTimeout, DefaultQueueTimeout)
 	defd(&l.CallTimeout, DefaultCallTimeout)
 	defd(&l.HeaderTimeout, DefaultHeaderTimeout)
 	defd(&l.IdleTimeout, DefaultIdleTimeout)
@@ -172,6 +188,10 @@ type Config struct {
 	// Client reaches the upstream; nil means NewUpstreamClient(Limits).
 	// Share one among sessions.
 	Client *http.Client
+	// Gate caps calls at the upstream across sessions: share one among
+	// every session's proxy. Nil gives this proxy a gate of its own of
+	// DefaultMaxUpstreamCalls (which caps nothing across sessions).
+	Gate   *Gate
 	Limits Limits
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
@@ -186,6 +206,7 @@ type Proxy struct {
 	chatURL string
 	actor   string
 	client  *http.Client
+	gate    *Gate
 }
 
 // New checks cfg and returns the session's proxy.
@@ -211,8 +232,12 @@ func New(cfg Config) (*Proxy, error) {
 	if client == nil {
 		client = NewUpstreamClient(lim)
 	}
+	gate := cfg.Gate
+	if gate == nil {
+		gate = NewGate(0)
+	}
 	return &Proxy{
-		cfg: cfg, lim: lim, client: client,
+		cfg: cfg, lim: lim, client: client, gate: gate,
 		chatURL: u.JoinPath(wire.PathModelChat).String(),
 		actor:   "agent:" + cfg.Session,
 	}, nil
@@ -280,22 +305,26 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.refuse(w, wire.ModelStatusNotAllowed, refusal(0, RefusedModel, "this session may use only %q; ask the owner to change the profile's model", prof.Model))
 		return
 	}
-	release, remaining, class := p.cfg.Budget.admit(p.cfg.Now(), budgetLimits{
+	// Charge the call's worst case now, out of what the day has left; it
+	// settles to the upstream's counts when the final line arrives. The
+	// prediction is cut to what the day has left.
+	prompt, predict := estimate(int64(len(body)), *up.Options.NumCtx, *up.Options.NumPredict)
+	tk, class, err := p.cfg.Budget.admit(r.Context(), p.cfg.Now(), budgetLimits{
 		callsPerMinute: prof.Limits.CallsPerMinute,
 		tokensPerDay:   prof.Limits.TokensPerDay,
 		concurrent:     p.lim.MaxConcurrent,
-	})
-	if class != "" {
+	}, prompt, predict)
+	switch {
+	case class == RefusedLedger:
+		p.cfg.Log.Error("model proxy: the session's token budget", "session", p.cfg.Session, "err", err)
+		p.refuse(w, http.StatusServiceUnavailable, refusal(0, class, "the session's token count could not be kept; tell the operator"))
+		return
+	case class != "":
 		p.refuse(w, wire.ModelStatusBudget, refusal(0, class, "try again later or ask the owner to raise the session's limits"))
 		return
 	}
-	defer release()
-	// Never ask for more tokens than the day has left. (A call may still
-	// overrun by its prompt; the next one is then refused.)
-	if remaining < *up.Options.NumPredict {
-		up.Options.NumPredict = &remaining
-	}
-	p.forward(w, rc, r.Context(), prof.Model, up)
+	up.Options.NumPredict = &tk.numPredict
+	p.forward(w, rc, r.Context(), prof.Model, up, tk)
 }
 
 // refuse audits a refusal (its class only) and answers the agent in
@@ -347,6 +376,11 @@ type callResult struct {
 	bytes         int64
 	tokensCharged int64
 	wroteHeader   bool // the agent has a 200 header: failures go as an error line
+	// reported: the final line arrived with the upstream's counts.
+	reported bool
+	// idle: the upstream certainly did no work for the call (it was not
+	// reached, or refused the call up front), so nothing is charged.
+	idle bool
 }
 
 // fail records a failed answer; status is what the agent gets if no header
@@ -358,25 +392,47 @@ func (r *callResult) fail(outcome string, status int) {
 	}
 }
 
-// forward makes the upstream call and streams its answer to the agent.
-func (p *Proxy) forward(w http.ResponseWriter, rc *http.ResponseController, ctx context.Context, model string, up *upstreamRequest) {
+// forward waits for an upstream slot, makes the upstream call, streams its
+// answer to the agent and settles the call's ticket.
+func (p *Proxy) forward(w http.ResponseWriter, rc *http.ResponseController, ctx context.Context, model string, up *upstreamRequest, tk *ticket) {
 	start := p.cfg.Now()
 	ctx, cancel := context.WithTimeout(ctx, p.lim.CallTimeout)
 	defer cancel()
+	wait, stopWait := context.WithTimeout(ctx, p.lim.QueueTimeout)
+	leave, err := p.gate.enter(wait)
+	stopWait()
+	if err != nil {
+		// The call never reached the upstream: it costs nothing.
+		if serr := tk.settle(ctx, p.cfg.Now(), 0); serr != nil {
+			p.cfg.Log.Error("model proxy: settling a call", "session", p.cfg.Session, "err", serr)
+		}
+		p.refuse(w, http.StatusServiceUnavailable, refusal(0, RefusedBusy, "all %d model slots stayed busy for %s; try again later", p.gate.Size(), p.lim.QueueTimeout))
+		return
+	}
+	defer leave()
 	_ = rc.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))
 	res := callResult{}
 	final, errMsg := p.exchange(ctx, cancel, w, rc, up, &res)
-	// Charge what the upstream reported; if it never said (the answer was
-	// cut), count each streamed line as one token.
-	res.tokensCharged = res.prompt + res.eval
-	if res.tokensCharged == 0 {
-		res.tokensCharged = res.chunks
+	// Charge what the upstream reported. A call that ended without saying
+	// (the agent hung up, the answer was cut or timed out) keeps its whole
+	// reservation; one the upstream never worked on costs nothing.
+	switch {
+	case res.reported:
+		res.tokensCharged = res.prompt + res.eval
+	case res.idle:
+		res.tokensCharged = 0
+	default:
+		res.tokensCharged = tk.reserved
 	}
-	p.cfg.Budget.charge(p.cfg.Now(), res.tokensCharged)
+	if err := tk.settle(ctx, p.cfg.Now(), res.tokensCharged); err != nil {
+		// The charge stands in memory; the store keeps the reservation
+		// written at admission.
+		p.cfg.Log.Error("model proxy: recording a call's tokens", "session", p.cfg.Session, "err", err)
+	}
 	rec := audit.Record{
 		Actor: p.actor, Action: ActionCall, Subject: p.cfg.Session, Decision: "allow",
-		Result: fmt.Sprintf("model=%s status=%d outcome=%s prompt_tokens=%d eval_tokens=%d charged=%d lines=%d bytes=%d duration_ms=%d stream=%t",
-			truncate(model, 100), res.status, res.outcome, res.prompt, res.eval, res.tokensCharged, res.chunks, res.bytes, p.cfg.Now().Sub(start).Milliseconds(), up.Stream),
+		Result: fmt.Sprintf("model=%s status=%d outcome=%s prompt_tokens=%d eval_tokens=%d reserved=%d charged=%d lines=%d bytes=%d duration_ms=%d stream=%t",
+			truncate(model, 100), res.status, res.outcome, res.prompt, res.eval, tk.reserved, res.tokensCharged, res.chunks, res.bytes, p.cfg.Now().Sub(start).Milliseconds(), up.Stream),
 	}
 	if _, err := p.cfg.Audit.Append(rec); err != nil {
 		p.cfg.Log.Error("audit write failed; the model's answer is withheld", "session", p.cfg.Session, "err", err)
@@ -417,6 +473,7 @@ func startAnswer(w http.ResponseWriter, stream bool) {
 // audited. A failure comes back as errMsg, sent as an error line once a
 // 200 header is out (res.wroteHeader), else with res.status.
 func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.ResponseWriter, rc *http.ResponseController, up *upstreamRequest, res *callResult) (final []byte, errMsg string) {
+	res.idle = true
 	buf, err := json.Marshal(up)
 	if err != nil {
 		res.status, res.outcome = http.StatusInternalServerError, "encode"
@@ -431,6 +488,11 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 	ureq.Header = http.Header{"Content-Type": {"application/json"}}
 	resp, err := p.client.Do(ureq)
 	if err != nil {
+		// Only a failed dial proves the upstream never saw the call; any
+		// later failure (a hang-up or timeout during a long prompt) may
+		// have cost it the work.
+		var oe *net.OpError
+		res.idle = errors.As(err, &oe) && oe.Op == "dial"
 		res.status, res.outcome = http.StatusBadGateway, "unreachable"
 		if ctx.Err() != nil {
 			res.status, res.outcome = http.StatusGatewayTimeout, "timeout"
@@ -458,6 +520,9 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 		}
 		return nil, "ollama: " + truncate(e.Error, 256)
 	}
+	// Ollama refuses up front (unknown model, no tool support) with a
+	// status; from a 200 on, the model is working.
+	res.idle = false
 	res.status, res.outcome = http.StatusOK, "done"
 	idle := time.AfterFunc(p.lim.IdleTimeout, cancel)
 	defer idle.Stop()
@@ -484,6 +549,7 @@ func (p *Proxy) exchange(ctx context.Context, cancel context.CancelFunc, w http.
 			res.chunks++
 			if m.Done {
 				res.prompt, res.eval = max(m.PromptEvalCount, 0), max(m.EvalCount, 0)
+				res.reported = true
 				return append(line, '\n'), ""
 			}
 			_ = rc.SetWriteDeadline(time.Now().Add(p.lim.WriteTimeout))

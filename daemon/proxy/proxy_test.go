@@ -327,16 +327,16 @@ func TestTokenBudgetOutlivesTheProxy(t *testing.T) {
 	}
 	// The next day starts afresh.
 	tomorrow := time.Now().Add(24 * time.Hour)
-	if release, _, class := budget.admit(tomorrow, budgetLimits{callsPerMinute: 10, tokensPerDay: 100, concurrent: 1}); class != "" {
-		t.Fatalf("next day refused: %s", class)
+	if tk, class, err := budget.admit(context.Background(), tomorrow, budgetLimits{callsPerMinute: 10, tokensPerDay: 100, concurrent: 1}, 10, 10); class != "" {
+		t.Fatalf("next day refused: %s %v", class, err)
 	} else {
-		release()
+		tk.settle(context.Background(), tomorrow, 0)
 	}
 }
 
 func TestNumPredictNeverExceedsTheDaysTokens(t *testing.T) {
 	budget := &Budget{}
-	budget.charge(time.Now(), 970)
+	spend(t, budget, 970)
 	h := newHarness(t, harnessOpt{budget: budget}, ollamatest.Text("a"))
 	h.setProfile(func(p *profile.Profile) { p.Limits.TokensPerDay = 1000 })
 	if _, err := h.chat("x"); err != nil {

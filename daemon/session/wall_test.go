@@ -462,6 +462,7 @@ func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
 	// baseline is measured in this run, beside the measurement (the
 	// agent's fsyncs dominate, and vary with the machine's load).
 	type agent struct {
+		r    *rig
 		path string
 		w    *outbox.Writer
 		c    *coord.Client
@@ -469,7 +470,7 @@ func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
 	}
 	open := func() *agent {
 		r := newRig(t, queue.NoChown)
-		a := &agent{path: filepath.Join(r.dir, wire.OutboxDir, wire.OutboxFile), c: coord.New(r.sock)}
+		a := &agent{r: r, path: filepath.Join(r.dir, wire.OutboxDir, wire.OutboxFile), c: coord.New(r.sock)}
 		var err error
 		if a.w, err = outbox.Open(a.path, r.id, &r.key); err != nil {
 			t.Fatal(err)
@@ -505,7 +506,7 @@ func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
 	}
 	taken, err := backlogged.c.OutboxCommitted(context.Background(), head)
 	if err != nil || taken != head {
-		t.Fatalf("doorbell: %d %v", taken, err)
+		t.Fatalf("doorbell: %d %v (wall: %v)", taken, err, backlogged.r.wall.Failed())
 	}
 	if err := backlogged.w.Prune(taken); err != nil {
 		t.Fatal(err)

@@ -224,7 +224,23 @@ BEGIN
 	DELETE FROM history WHERE session_id = NEW.id;
 END;
 `,
-	// 6: the console's operators are changed through the gateway too: a
+	// 6: model tokens per session per UTC day (the proxy's daily budget),
+	// so a daemon restart does not refill it. Only the current day is kept.
+	`
+CREATE TABLE model_tokens (
+	session_id TEXT    NOT NULL REFERENCES sessions (id),
+	day        TEXT    NOT NULL CHECK (length(day) = 10 AND day GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'),
+	tokens     INTEGER NOT NULL CHECK (tokens >= 0),
+	PRIMARY KEY (session_id, day)
+) STRICT, WITHOUT ROWID;
+
+CREATE TRIGGER model_tokens_erase AFTER UPDATE OF state ON sessions
+	FOR EACH ROW WHEN NEW.state = 'erased'
+BEGIN
+	DELETE FROM model_tokens WHERE session_id = NEW.id;
+END;
+`,
+	// 7: the console's operators are changed through the gateway too: a
 	// change of kind "operators", like one of the rules, has no session.
 	// SQLite cannot alter a CHECK, so the table is rebuilt (its erase
 	// trigger, which names it, is dropped and made again around that).

@@ -95,6 +95,10 @@ type Config struct {
 	// ModelLimits bound each session's model proxy; zero fields take the proxy's
 	// defaults (package proxy).
 	ModelLimits proxy.Limits
+	// ModelCalls caps the model calls all sessions together have at the
+	// upstream at once (config limits.max_model_calls); zero means
+	// proxy.DefaultMaxUpstreamCalls.
+	ModelCalls int64
 	// MemoryMiB and CPUMillis are host maxima: a sandbox gets the smaller of these and its
 	// profile's limits. Zero refuses every start (there is no "unlimited").
 	MemoryMiB int64
@@ -238,9 +242,11 @@ type Supervisor struct {
 	closed bool                    // guarded by mu
 	// budgets are the sessions' model budgets. They live here, not with a
 	// sandbox or a conversation, so that neither a restart nor reopening a
-	// session refills the day's tokens.
+	// session refills the day's tokens; the store keeps the day's tokens
+	// across daemon restarts (budgetLedger).
 	budgets     map[wire.SessionID]*proxy.Budget // guarded by mu
 	modelClient *http.Client                     // shared by every session's proxy
+	modelGate   *proxy.Gate                      // shared by every session's proxy
 }
 
 // conv is one open conversation.
@@ -255,7 +261,12 @@ type conv struct {
 	lastActive atomic.Int64  // unix nanoseconds of the last message in or row out
 	progress   atomic.Uint64 // highest inbox seq the agent recorded as handled
 	inboxHead  atomic.Uint64 // highest inbox seq this supervisor wrote
-	compacted  atomic.Uint64 // inbox rows through this seq were compacted away
+	// workHead is the highest inbox seq the agent must act on: a message, a
+	// schedule firing, a profile. The daemon's echoes of delivered replies
+	// and the start rows are not work: a sandbox is not kept, restarted or
+	// called stuck for them (the next start's State row carries them).
+	workHead  atomic.Uint64
+	compacted atomic.Uint64 // inbox rows through this seq were compacted away
 
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
@@ -285,6 +296,7 @@ func New(cfg Config) (*Supervisor, error) {
 		cfg: cfg, ctx: ctx, cancel: cancel, budget: queue.NewBudget(cfg.CopyBudgetMiB << 20),
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
 		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
+		modelGate: proxy.NewGate(cfg.ModelCalls),
 	}, nil
 }
 
@@ -346,7 +358,7 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 	if err != nil {
 		return c.id, 0, err
 	}
-	c.noteInbox(seq)
+	c.noteWork(seq)
 	if err := s.recordUser(ctx, c, seq, text); err != nil {
 		return c.id, seq, err
 	}
@@ -358,6 +370,9 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 
 func (c *conv) touch() { c.lastActive.Store(time.Now().UnixNano()) }
 
+// noteInbox records an inbox row the daemon wrote. It is not activity: the
+// echo of an agent's own reply must not keep its sandbox from an idle stop
+// (an agent cannot keep its sandbox by chattering).
 func (c *conv) noteInbox(seq uint64) {
 	for {
 		h := c.inboxHead.Load()
@@ -365,11 +380,23 @@ func (c *conv) noteInbox(seq uint64) {
 			break
 		}
 	}
+}
+
+// noteWork records an inbox row the agent must act on: activity.
+func (c *conv) noteWork(seq uint64) {
+	c.noteInbox(seq)
+	for {
+		h := c.workHead.Load()
+		if seq <= h || c.workHead.CompareAndSwap(h, seq) {
+			break
+		}
+	}
 	c.touch()
 }
 
-// unread reports whether the inbox holds rows the agent has not recorded as handled.
-func (c *conv) unread() bool { return c.inboxHead.Load() > c.progress.Load() }
+// unread reports whether the inbox holds rows to act on that the agent has not recorded
+// as handled.
+func (c *conv) unread() bool { return c.workHead.Load() > c.progress.Load() }
 
 // conversation returns the open conversation for binding, opening or creating its session.
 func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, error) {
@@ -449,6 +476,7 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	// Resume the lifecycle's view from the record: what was written, and
 	// what the agent last said it handled.
 	c.inboxHead.Store(c.wall.InboxHead())
+	c.workHead.Store(c.wall.InboxHead()) // not knowing which rows are work: all of them
 	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, store.CursorInboxConsumed); err == nil {
 		c.progress.Store(min(handled, c.wall.InboxHead()))
 	}
@@ -464,7 +492,7 @@ func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
 	}
 	b := s.budgets[id]
 	if b == nil {
-		b = &proxy.Budget{}
+		b = &proxy.Budget{Ledger: budgetLedger{store: s.cfg.Store, id: id}}
 		s.budgets[id] = b
 	}
 	p, err := proxy.New(proxy.Config{
@@ -477,6 +505,7 @@ func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
 		Budget: b,
 		Audit:  s.cfg.Audit,
 		Client: s.modelClient,
+		Gate:   s.modelGate,
 		Limits: s.cfg.ModelLimits,
 		Log:    s.cfg.Log,
 	})
@@ -484,6 +513,20 @@ func (s *Supervisor) modelProxyLocked(id wire.SessionID) (http.Handler, error) {
 		return nil, fmt.Errorf("supervisor: %w", err)
 	}
 	return p, nil
+}
+
+// budgetLedger keeps one session's model tokens per day in the store.
+type budgetLedger struct {
+	store *store.Store
+	id    wire.SessionID
+}
+
+func (l budgetLedger) ModelTokens(ctx context.Context, day string) (int64, error) {
+	return l.store.ModelTokens(ctx, l.id, day)
+}
+
+func (l budgetLedger) SetModelTokens(ctx context.Context, day string, tokens int64) error {
+	return l.store.SetModelTokens(ctx, l.id, day, tokens)
 }
 
 func (s *Supervisor) sessionDir(id wire.SessionID) string {

@@ -19,7 +19,7 @@ import (
 
 // noSandboxSupervisor wires a supervisor to a real store, audit log and
 // master key, for the conversation paths that need no sandbox.
-func noSandboxSupervisor(t *testing.T) (*Supervisor, *store.Store) {
+func noSandboxSupervisor(t *testing.T, opts ...func(*Config)) (*Supervisor, *store.Store) {
 	t.Helper()
 	base, err := os.MkdirTemp("/tmp", "icsup") // short: socket paths
 	if err != nil {
@@ -41,8 +41,12 @@ func noSandboxSupervisor(t *testing.T) (*Supervisor, *store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{StateDir: state, RuntimeDir: run, Master: m, Store: st, Audit: lg,
-		AgentDigest: "sha256:" + fmt.Sprintf("%064x", 0), Model: "m"})
+	cfg := Config{StateDir: state, RuntimeDir: run, Master: m, Store: st, Audit: lg,
+		AgentDigest: "sha256:" + fmt.Sprintf("%064x", 0), Model: "m"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
