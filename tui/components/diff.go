@@ -21,7 +21,7 @@ func Diff(s common.Styles, width int, old, new, diff string) []string {
 	}
 	clean, flags := sanitize.Inspect(diff)
 	if flags&sanitize.Suspicious != 0 {
-		add("WARNING: the proposed text hides "+(flags&sanitize.Suspicious).String()+" (shown as \\u escapes)", s.Warn.Render)
+		add("WARNING: this diff hides "+(flags&sanitize.Suspicious).String()+" (shown as \\u escapes)", s.Warn.Render)
 	}
 	add("--- "+old, s.DiffDel.Render)
 	add("+++ "+new, s.DiffAdd.Render)
