@@ -30,6 +30,14 @@ func TestSessionCommandsEndToEnd(t *testing.T) {
 	if !regexp.MustCompile(`"action":"session.show"[^\n]*"subject":"` + id).Match(audit) {
 		t.Fatalf("showing the records was not audited:\n%s", audit)
 	}
+	// The transcript is the conversation the daemon keeps, audited first.
+	if out := in.mustRun("sessions", "transcript", id); !strings.Contains(out, " user ---\nhello\n") || !strings.Contains(out, " assistant ---\nhello\n") {
+		t.Fatalf("transcript:\n%s", out)
+	}
+	audit, _ = os.ReadFile(filepath.Join(in.root, "state", "audit.log"))
+	if !regexp.MustCompile(`"action":"session.show"[^\n]*"subject":"` + id + `"[^\n]*"result":"transcript"`).Match(audit) {
+		t.Fatalf("showing the transcript was not audited:\n%s", audit)
+	}
 	in.mustRun("sessions", "stop", id)
 	if reply := strings.TrimSpace(in.mustRun("chat", "after stop")); reply != "after stop" {
 		t.Fatalf("reply after stop %q", reply)
