@@ -15,6 +15,34 @@ import (
 	"github.com/ironclaw/ironclaw/tui/tuitest"
 )
 
+// serveFake serves d's api on dir's admin socket until the test ends.
+func serveFake(t *testing.T, dir string, d *tuitest.Daemon) {
+	mux := http.NewServeMux()
+	admin.Routes(mux, func(p admin.Peer) api.Operator { return d.Operator(p.Actor()) })
+	s, err := admin.Listen(filepath.Join(dir, daemon.AdminSocket), mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+}
+
+// `status` says what the model server answered, with its hint, sanitised.
+func TestStatusShowsModelHealth(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "iccli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	d := tuitest.NewDaemon()
+	d.SetModelHealth("unreachable", "no Ollama server answers at http://127.0.0.1:11434\x1b[2J: start it (`ollama serve`)")
+	serveFake(t, dir, d)
+	var out, errOut bytes.Buffer
+	code := Main(context.Background(), []string{"--runtime-dir", dir, "status"}, strings.NewReader(""), &out, &errOut)
+	if code != 0 || !strings.Contains(out.String(), ": unreachable\n") || !strings.Contains(out.String(), "`ollama serve`") || strings.Contains(out.String(), "\x1b") {
+		t.Fatalf("%d %q %q", code, out.String(), errOut.String())
+	}
+}
+
 // `sessions transcript` shows the kept conversation, sanitised, over the
 // admin socket; the read is audited as the socket's peer; and when the
 // audit cannot be written it prints no turn and fails.
@@ -29,13 +57,7 @@ func TestSessionsTranscript(t *testing.T) {
 	d.AddSession(api.Session{ID: id, Binding: "console:local", State: "active"})
 	d.SetTranscript(id, api.Turn{Seq: 1, Role: "user", Text: "hello"},
 		api.Turn{Seq: 2, Role: "assistant", Text: "hi\x1b]0;PWNED\a\x1b[2J \u202eevil"})
-	mux := http.NewServeMux()
-	admin.Routes(mux, func(p admin.Peer) api.Operator { return d.Operator(p.Actor()) })
-	s, err := admin.Listen(filepath.Join(dir, daemon.AdminSocket), mux)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	serveFake(t, dir, d)
 	run := func() (int, string, string) {
 		var out, errOut bytes.Buffer
 		code := Main(context.Background(), []string{"--runtime-dir", dir, "sessions", "transcript", id}, strings.NewReader(""), &out, &errOut)
