@@ -467,7 +467,7 @@ func TestSessionUsageRefreshes(t *testing.T) {
 	c.waitFor("usage    memory 200.0 MiB   cpu 9s")
 	c.keys("esc", "4")
 	c.waitFor("test.entry")
-	time.Sleep(100 * time.Millisecond) // let a tick in flight land
+	time.Sleep(300 * time.Millisecond) // let a read in flight land (generous: a busy machine)
 	list, _ := d.Calls()
 	time.Sleep(300 * time.Millisecond)
 	if after, _ := d.Calls(); after != list {
