@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ironclaw/ironclaw/agentd/profile"
+	"github.com/ironclaw/ironclaw/agentd/tools"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
+	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/store"
 )
 
@@ -24,14 +27,35 @@ import (
 // is lost. Only the last operation on each name counts (a flood of writes to
 // one key costs one), and puts past a session's cap are refused and audited,
 // not retried.
+//
+// The agent's own check of its tools is not trusted: an operation the
+// session's current approved profile does not permit (the tool that writes
+// it granted, and its permission on) is dropped and audited, so a
+// compromised agent cannot keep memory, notes or schedules the owner never
+// approved.
 func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row) error {
 	type name struct{ kind, name string }
 	last := map[name]int{}
 	var ops []store.RecordOp
 	added := false
+	var p *profile.Profile
 	for _, r := range rows {
 		op, ok := store.OpFromBody(r.Body)
 		if !ok {
+			continue
+		}
+		if p == nil {
+			_, cur, err := s.cfg.Store.CurrentProfile(ctx, c.id)
+			if err != nil {
+				return err
+			}
+			p = &cur
+		}
+		if tool := opTool(r.Body); !tools.Granted(*p, tool) {
+			// A fixed class: the tool's name, never what the agent wrote.
+			if err := s.cfg.Audit.Refuse("agent:"+c.id.String(), "records.refused", c.id.String(), "not permitted by the profile: "+tool); err != nil {
+				return err
+			}
 			continue
 		}
 		if i, seen := last[name{op.Kind, op.Name}]; seen {
@@ -63,6 +87,65 @@ func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row
 		s.cfg.Schedules.Changed()
 	}
 	return nil
+}
+
+// Refusal classes of an outbox whose replies the daemon will not take
+// (docs/agent.md, "Caps"): fixed words for the audit log, like queue's.
+const (
+	RefusedBacklog    = "too many undelivered replies"
+	RefusedInboxAhead = "too far ahead of its recorded progress"
+)
+
+// MaxInboxAhead caps the inbox rows past the progress the agent recorded
+// (store cursor inbox.consumed) once its own replies would add more. Every
+// reply is echoed into the inbox as a Delivered row, and compaction only
+// removes rows the agent reported consumed: an agent that replies and
+// never reports would grow the inbox without bound. An honest agent
+// reports its progress in the same outbox transaction as its replies.
+const MaxInboxAhead = 8192
+
+// checkBacklog refuses the outbox (the session fails alone, as for any
+// hostile outbox) if taking the replies among rows would leave the inbox
+// more than MaxInboxAhead rows past the agent's recorded progress. The
+// undelivered replies' own cap is enforced where they are taken
+// (store.TakeReplies, ErrBacklog).
+func (s *Supervisor) checkBacklog(ctx context.Context, c *conv, rows []queue.Row) error {
+	replies := uint64(0)
+	consumed, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed)
+	if err != nil {
+		return err
+	}
+	head := c.inboxHead.Load()
+	for _, r := range rows {
+		switch b := r.Body.(type) {
+		case wire.Reply:
+			replies++
+		case wire.Progress:
+			consumed = max(consumed, min(b.Inbox, head))
+		}
+	}
+	if replies == 0 || head+replies-min(consumed, head) <= MaxInboxAhead {
+		return nil
+	}
+	return &queue.HostileError{Class: RefusedInboxAhead,
+		Err: fmt.Errorf("%d inbox rows past the recorded progress %d, and %d more replies (at most %d)", head-min(consumed, head), consumed, replies, MaxInboxAhead)}
+}
+
+// opTool names the tool whose grant (and permission) a record operation
+// row needs: the tool that writes it.
+func opTool(b wire.Body) string {
+	switch op := b.(type) {
+	case wire.MemoryOp:
+		if op.Op == wire.OpRemove {
+			return "forget"
+		}
+		return "remember"
+	case wire.NoteOp:
+		return "note_write"
+	case wire.ScheduleOp:
+		return "schedule"
+	}
+	return ""
 }
 
 // echoReplies writes the replies among rows back into the inbox as
@@ -144,10 +227,12 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 	return hs.Marshal(), nil
 }
 
-// recordUser records a message or firing the daemon wrote at inbox row seq
-// as a user turn of the history.
-func (s *Supervisor) recordUser(ctx context.Context, c *conv, seq uint64, text string) error {
-	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, wire.Turn{Seq: seq, Role: wire.TurnUser, Text: text})
+// recordTurn records a message (wire.TurnUser) or schedule firing
+// (wire.TurnFired) the daemon wrote at inbox row seq in the history. A
+// firing keeps its own role: its text is the agent's, and recorded as the
+// user's it would come back after a restart as words the user never said.
+func (s *Supervisor) recordTurn(ctx context.Context, c *conv, seq uint64, role, text string) error {
+	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, wire.Turn{Seq: seq, Role: role, Text: text})
 }
 
 // Fire writes a schedule firing into a session's inbox (audited first) and
@@ -161,6 +246,17 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 	}
 	if sess.State != store.StateActive {
 		return false, store.ErrErased
+	}
+	// The profile decides, not the agent that wrote the schedule: one set
+	// while permitted (or forged) does not fire once the owner has not
+	// approved schedules. Audited, then skipped for good (not retried).
+	if _, p, err := s.cfg.Store.CurrentProfile(ctx, id); err != nil {
+		return false, err
+	} else if !tools.Granted(p, "schedule") {
+		if err := s.cfg.Audit.Refuse("daemon", "schedule.skipped", id.String(), "not permitted by the profile: schedule"); err != nil {
+			return false, fmt.Errorf("supervisor: audit: %w", err)
+		}
+		return false, fmt.Errorf("supervisor: session %s: %w", id, scheduler.ErrNotPermitted)
 	}
 	c, err := s.conversation(ctx, sess.Binding)
 	if err != nil {
@@ -178,7 +274,7 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 		return false, err
 	}
 	c.noteWork(seq)
-	if err := s.recordUser(ctx, c, seq, f.Text); err != nil {
+	if err := s.recordTurn(ctx, c, seq, wire.TurnFired, f.Text); err != nil {
 		s.cfg.Log.Error("recording a schedule firing in the history", "session", id.String(), "err", err)
 	}
 	return true, s.ensureSandbox(ctx, c, false)
