@@ -96,39 +96,63 @@ const (
 	RefusedInboxAhead = "too far ahead of its recorded progress"
 )
 
-// MaxInboxAhead caps the inbox rows past the progress the agent recorded
-// (store cursor inbox.consumed) once its own replies would add more. Every
-// reply is echoed into the inbox as a Delivered row, and compaction only
-// removes rows the agent reported consumed: an agent that replies and
-// never reports would grow the inbox without bound. An honest agent
+// MaxEchoesAhead caps the Delivered echoes in the inbox past the progress
+// the agent recorded (store cursor inbox.consumed). Every reply is echoed
+// into the inbox, and compaction only removes rows the agent reported
+// consumed: an agent that replies and never reports would grow the inbox
+// without bound. Only echoes count, never the user's own messages, so a
+// flood of messages cannot fail an honest agent; and an honest agent
 // reports its progress in the same outbox transaction as its replies.
-const MaxInboxAhead = 8192
+const MaxEchoesAhead = 8192
 
 // checkBacklog refuses the outbox (the session fails alone, as for any
-// hostile outbox) if taking the replies among rows would leave the inbox
-// more than MaxInboxAhead rows past the agent's recorded progress. The
-// undelivered replies' own cap is enforced where they are taken
-// (store.TakeReplies, ErrBacklog).
+// hostile outbox) if echoing the replies among rows would leave more than
+// MaxEchoesAhead echoes past the agent's recorded progress. The undelivered
+// replies' own cap is enforced where they are taken (store.TakeReplies,
+// ErrBacklog).
 func (s *Supervisor) checkBacklog(ctx context.Context, c *conv, rows []queue.Row) error {
-	replies := uint64(0)
-	consumed, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed)
-	if err != nil {
-		return err
-	}
+	replies := 0
 	head := c.inboxHead.Load()
+	var reported uint64
 	for _, r := range rows {
 		switch b := r.Body.(type) {
 		case wire.Reply:
 			replies++
 		case wire.Progress:
-			consumed = max(consumed, min(b.Inbox, head))
+			reported = max(reported, min(b.Inbox, head))
 		}
 	}
-	if replies == 0 || head+replies-min(consumed, head) <= MaxInboxAhead {
+	if replies == 0 {
+		return nil
+	}
+	consumed, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed)
+	if err != nil {
+		return err
+	}
+	if !c.echoesLoaded {
+		// Once per conversation: the echoes an earlier daemon run wrote.
+		inbox, err := c.wall.InboxRows(consumed)
+		if err != nil {
+			return fmt.Errorf("supervisor: counting the echoes of session %s: %w", c.id, err)
+		}
+		for _, r := range inbox {
+			if _, ok := r.Body.(wire.Delivered); ok {
+				c.echoes = append(c.echoes, r.Header.Seq)
+			}
+		}
+		c.echoesLoaded = true
+	}
+	consumed = max(consumed, reported)
+	i := 0
+	for i < len(c.echoes) && c.echoes[i] <= consumed {
+		i++
+	}
+	c.echoes = c.echoes[i:]
+	if len(c.echoes)+replies <= MaxEchoesAhead {
 		return nil
 	}
 	return &queue.HostileError{Class: RefusedInboxAhead,
-		Err: fmt.Errorf("%d inbox rows past the recorded progress %d, and %d more replies (at most %d)", head-min(consumed, head), consumed, replies, MaxInboxAhead)}
+		Err: fmt.Errorf("%d echoes past the recorded progress %d, and %d more replies (at most %d)", len(c.echoes), consumed, replies, MaxEchoesAhead)}
 }
 
 // opTool names the tool whose grant (and permission) a record operation
@@ -167,6 +191,11 @@ func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row)
 	}
 	c.noteInbox(last)
 	first := last - uint64(len(echoes)) + 1
+	if c.echoesLoaded {
+		for seq := first; seq <= last; seq++ {
+			c.echoes = append(c.echoes, seq)
+		}
+	}
 	turns := make([]wire.Turn, len(echoes))
 	for i, e := range echoes {
 		turns[i] = wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}

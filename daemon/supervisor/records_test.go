@@ -236,20 +236,26 @@ func TestUndeliveredRepliesCapped(t *testing.T) {
 }
 
 // An agent that replies and never reports its progress cannot grow the
-// inbox (each reply is echoed into it) past MaxInboxAhead: its outbox is
-// refused through the real collection path, the session fails and the
-// refusal is audited by its fixed class. An honest agent that reports its
-// progress with its replies is never refused.
+// inbox (each reply is echoed into it) past MaxEchoesAhead echoes: its
+// outbox is refused through the real collection path, the session fails
+// and the refusal is audited by its fixed class. Echoes an earlier daemon
+// run wrote count too. An honest agent that reports its progress with its
+// replies is never refused, nor one whose user sent a flood of messages.
 func TestInboxAheadOfProgressCapped(t *testing.T) {
 	s, st := noSandboxSupervisor(t)
 	ctx := context.Background()
 	honest := sessionWith(t, s, st, "console:honest", permitted())
 	hostile := sessionWith(t, s, st, "console:hostile", permitted())
-	fill := make([]wire.Body, MaxInboxAhead)
-	for i := range fill {
-		fill[i] = wire.Message{Text: "m"}
+	flooded := sessionWith(t, s, st, "console:flooded", permitted())
+	echoes := make([]wire.Body, MaxEchoesAhead)
+	messages := make([]wire.Body, 2*MaxEchoesAhead)
+	for i := range echoes {
+		echoes[i] = wire.Delivered{Text: "e", InReplyTo: 1}
 	}
-	for _, c := range []*conv{honest, hostile} {
+	for i := range messages {
+		messages[i] = wire.Message{Text: "m"}
+	}
+	for c, fill := range map[*conv][]wire.Body{honest: echoes, hostile: echoes, flooded: messages} {
 		seq, err := c.wall.Send(ctx, fill...)
 		if err != nil {
 			t.Fatal(err)
@@ -271,6 +277,10 @@ func TestInboxAheadOfProgressCapped(t *testing.T) {
 	write(honest, wire.Reply{Text: "hi", InReplyTo: 2}, wire.Progress{Inbox: honest.inboxHead.Load()})
 	if _, err := honest.wall.Collect(ctx); err != nil || honest.wall.Failed() != nil {
 		t.Fatalf("an honest agent reporting its progress was refused: %v", err)
+	}
+	write(flooded, wire.Reply{Text: "hi", InReplyTo: 2}, wire.Progress{Inbox: 2})
+	if _, err := flooded.wall.Collect(ctx); err != nil || flooded.wall.Failed() != nil {
+		t.Fatalf("an honest agent behind a flood of user messages was refused: %v", err)
 	}
 	write(hostile, wire.Reply{Text: "hi", InReplyTo: 2})
 	if _, err := hostile.wall.Collect(ctx); !errors.Is(err, queue.ErrHostile) || queue.HostileClass(hostile.wall.Failed()) != RefusedInboxAhead {
@@ -295,7 +305,7 @@ func TestInboxAheadOfProgressCapped(t *testing.T) {
 	if pend, _ := st.PendingIntents(ctx, hostile.id, 0); len(pend) != 0 {
 		t.Fatalf("the refused reply was taken: %d intents", len(pend))
 	}
-	if honest.failed != nil {
-		t.Fatal("the other session failed too")
+	if honest.failed != nil || flooded.failed != nil {
+		t.Fatal("another session failed too")
 	}
 }

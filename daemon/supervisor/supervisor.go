@@ -262,6 +262,12 @@ type conv struct {
 	workHead  atomic.Uint64
 	compacted atomic.Uint64 // inbox rows through this seq were compacted away
 
+	// echoes are the inbox seqs of the Delivered echoes past the agent's
+	// recorded progress, oldest first, once loaded (checkBacklog). Only
+	// deliver touches them, and the wall runs one delivery at a time.
+	echoes       []uint64
+	echoesLoaded bool
+
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
 	mu        sync.Mutex       // guards the fields below
