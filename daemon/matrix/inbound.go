@@ -66,8 +66,8 @@ func (c *Channel) handle(ctx context.Context, e store.MatrixEvent) (done bool, e
 	var in inbound
 	if err := json.Unmarshal(e.Body, &in); err != nil {
 		if err := c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "undecodable record"); err != nil {
-		return false, err
-	}
+			return false, err
+		}
 		return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
 	}
 	room, sender := id.RoomID(e.RoomID), id.UserID(e.Sender)
