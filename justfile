@@ -1,5 +1,5 @@
 # IronClaw tasks. `just` is not in Debian 12: .ci/bootstrap installs it and
-# then runs a recipe, e.g. `sudo .ci/bootstrap test`.
+# then runs a recipe, e.g. `.ci/bootstrap test` (as root).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -36,7 +36,7 @@ setup: build
 
 # Set up, initialise the state directory once, and run the daemon on its defaults.
 up: setup
-    test -e /var/lib/ironclaw/master.check || {{bindir}}/ironclaw init
+    test -e /var/lib/ironclaw/master.check || {{bindir}}/ironclaw init $(.ci/operator-key)
     exec {{bindir}}/ironclaw serve
 
 # Format, vet, and the whole test suite with the race detector, as root, inside a
@@ -59,10 +59,14 @@ bench:
     .ci/install-runsc.sh {{bindir}}
     go test -tags goolm -run '^$' -bench . -benchtime 2s ./daemon/queue/ ./daemon/audit/ ./daemon/keys/ ./policy/ ./daemon/store/ ./daemon/gateway/
     go test -run '^$' -bench DoorbellRoundTrip -benchtime 300x ./daemon/session/
+    .ci/install-ollama.sh {{ollama_bindir}}
+    IRONCLAW_TEST_OLLAMA={{ollama_bindir}}/ollama go test -run '^$' -bench . -benchtime 50x ./daemon/proxy/
     go test -run '^$' -bench 'ColdStart|SendToReplyCold|IdleMemory' -benchtime 20x ./daemon/containment/
     IRONCLAW_BENCH=1 go test -run 'TestLeaseOverhead' -v ./daemon/session/ | grep -E 'runsc_test|ok'
     IRONCLAW_BENCH=1 go test -run 'TestHundredSandboxes' -v -timeout 20m ./daemon/containment/
-    .ci/install-dendrite.sh /opt/ironclaw-test/bin && IRONCLAW_BENCH=1 unshare -n -- bash -c 'ip link set lo up && go test -tags goolm -run TestMatrixRoundTripBenchmark -v ./daemon/' | grep -E 'matrix round trip|ok'
+    IRONCLAW_BENCH=1 go test -run 'TestWarmTurnOverhead' -v ./daemon/containment/ | grep -E '\||targets|ok'
+    IRONCLAW_BENCH=1 go test -run 'TestHostileLoad' -v -timeout 20m ./daemon/containment/ | grep -E 'hostile_test|ok'
+    .ci/install-dendrite.sh {{test_bindir}} && IRONCLAW_BENCH=1 unshare -n -- bash -c 'ip link set lo up && go test -tags goolm -run TestMatrixRoundTripBenchmark -v ./daemon/' | grep -E 'matrix round trip|ok'
 
 # Run every fuzz target for a while (default 30s each).
 fuzz time="30s":

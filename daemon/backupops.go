@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -43,11 +44,16 @@ type manifest struct {
 // Backup writes a consistent backup archive of the running daemon's state
 // to w: the store as of one commit, then each session's inbox (taken after
 // the store, so every cursor the store holds is covered by its inbox), then
-// the audit log's durable entries (after the store, so the store's audit
-// anchor is inside the copy), the key check files and the pins. Nothing in
+// the Matrix crypto store if the channel ever ran, then the audit log's
+// durable entries (after the store, so the store's audit anchor is inside
+// the copy), the key check files and the pins. Nothing in
 // it is plaintext conversation and the master key is not in it. The backup
 // is audited before it starts; if that fails, there is no backup.
 func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err error) {
+	d.backupMu.Lock()
+	defer d.backupMu.Unlock()
+	// Copies a crashed daemon left half-made (sealed, but not ours to keep).
+	removeStale(d.cfg.StateDir, ".backup-")
 	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "backup", Subject: d.cfg.StateDir, Decision: "approved", Result: "started"}); err != nil {
 		return err
 	}
@@ -82,6 +88,16 @@ func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err err
 	if err := d.sup.BackupInboxes(ids, inboxCopy); err != nil {
 		return err
 	}
+	// The Matrix crypto store (its secrets pickled under a daemon key), if
+	// the channel ever ran.
+	crypto := filepath.Join(d.cfg.StateDir, MatrixDir, "crypto.db")
+	haveCrypto := false
+	if _, err := os.Lstat(crypto); err == nil {
+		if err := store.SnapshotFile(ctx, crypto, filepath.Join(tmp, "crypto.db")); err != nil {
+			return err
+		}
+		haveCrypto = true
+	}
 	af, err := os.OpenFile(filepath.Join(tmp, AuditFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -111,6 +127,10 @@ func (d *Daemon) Backup(ctx context.Context, w io.Writer, actor string) (err err
 			continue
 		}
 		steps = append(steps, func() error { return bw.File(name, p) })
+	}
+	if haveCrypto {
+		steps = append(steps, func() error { return bw.Dir(MatrixDir) },
+			func() error { return bw.File(MatrixDir+"/crypto.db", filepath.Join(tmp, "crypto.db")) })
 	}
 	steps = append(steps, func() error { return bw.Dir("sessions") })
 	for _, id := range ids {
@@ -176,6 +196,7 @@ func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptio
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	removeStale(parent, "."+filepath.Base(target)+".restore-")
 	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(target)+".restore-")
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -312,4 +333,18 @@ func seedRestored(ctx context.Context, cfg config.Config, dir string, master *ke
 		return 0, err
 	}
 	return n, nil
+}
+
+// removeStale removes the directories in dir whose names start with prefix:
+// staging directories of a backup or restore that a crash interrupted.
+func removeStale(dir, prefix string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), prefix) {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }

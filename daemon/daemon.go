@@ -26,10 +26,13 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/console"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/matrix"
 	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
 	"github.com/ironclaw/ironclaw/daemon/rotate"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
@@ -108,6 +111,12 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return err
+	}
+	if err := checkDirs(cfg); err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 	if cfg.Keys.Custody == config.CustodyKeyFile {
 		if err := os.MkdirAll(filepath.Dir(cfg.Keys.KeyFile), 0o700); err != nil {
 			return fmt.Errorf("init: creating the key file's directory: %w", err)
@@ -132,6 +141,10 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 			return fmt.Errorf("init: %w", err)
 		}
 	}
+	hostKey, err := console.MakeHostKey(filepath.Join(cfg.StateDir, console.HostKeyFile))
+	if err != nil {
+		return fmt.Errorf("init: %w", err)
+	}
 	if _, err := lg.Append(audit.Record{Actor: "operator:local:init", Action: "daemon.init", Subject: cfg.StateDir,
 		Result: "custody=" + cfg.Keys.Custody + " agent=" + digest}); err != nil {
 		return err
@@ -141,9 +154,12 @@ func Init(ctx context.Context, cfg config.Config, opt InitOptions) error {
 	}
 	if opt.Out != nil {
 		fmt.Fprintf(opt.Out, "initialised %s\n  master key custody: %s\n  agent pinned: %s\n", cfg.StateDir, cfg.Keys.Custody, digest)
+		fmt.Fprintf(opt.Out, "  console host key: %s\n", ssh.FingerprintSHA256(hostKey))
 		if opKey != "" {
 			pk, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(opKey))
-			fmt.Fprintf(opt.Out, "  operator key: %s\n", ssh.FingerprintSHA256(pk))
+			fmt.Fprintf(opt.Out, "  operator key: %s (ssh -p %s %s)\n", ssh.FingerprintSHA256(pk), consolePort(cfg), consoleHost(cfg))
+		} else {
+			fmt.Fprintf(opt.Out, "  no console operator yet: run init with --operator-key ~/.ssh/id_ed25519.pub, or list keys in console.operator_keys\n")
 		}
 		if cfg.Keys.Custody == config.CustodyKeyFile {
 			fmt.Fprintf(opt.Out, "  note: the key file %s protects copies of the state directory, not a stolen disk that holds both; see docs/keys.md\n", cfg.Keys.KeyFile)
@@ -229,6 +245,20 @@ func anchor(ctx context.Context, st *store.Store, lg *audit.Log) error {
 	return st.SetAuditAnchor(ctx, seq, hash)
 }
 
+// checkDirs makes the runtime directory if missing and checks that it and
+// the state directory can be trusted (hostcheck.CheckDir).
+func checkDirs(cfg config.Config) error {
+	if err := os.MkdirAll(cfg.RuntimeDir, 0o700); err != nil {
+		return fmt.Errorf("creating the runtime directory: %w", err)
+	}
+	for _, d := range []string{cfg.StateDir, cfg.RuntimeDir} {
+		if err := hostcheck.CheckDir(d, os.Geteuid()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Daemon is a running control plane.
 type Daemon struct {
 	cfg    config.Config
@@ -245,9 +275,10 @@ type Daemon struct {
 	matrixCfg *matrix.Config
 	matrix    atomic.Pointer[matrix.Channel]
 
-	installed        string       // digest of the installed agent binary
-	pinMu            sync.Mutex   // serialises PinInstalledAgent
-	newSessionDigest atomic.Value // string: the agent digest new sessions pin
+	agent            *supervisor.InstalledAgent // the installed agent binary, hashed when asked
+	pinMu            sync.Mutex                 // serialises PinInstalledAgent
+	newSessionDigest atomic.Value               // string: the agent digest new sessions pin
+	backupMu         sync.Mutex                 // serialises Backup (one staging directory at a time)
 }
 
 // NewSessionDigest is the agent digest a new session's first profile pins.
@@ -260,21 +291,29 @@ func (d *Daemon) NewSessionDigest() string { return d.newSessionDigest.Load().(s
 func (d *Daemon) PinInstalledAgent(actor string) error {
 	d.pinMu.Lock()
 	defer d.pinMu.Unlock()
+	// The binary as it is now, not as it was at start: the owner may have
+	// replaced it since.
+	installed, err := d.agent.Hash()
+	if err != nil {
+		return err
+	}
 	old := d.NewSessionDigest()
-	if old == d.installed {
+	if old == installed {
 		return nil
 	}
 	subject := d.cfg.Sandbox.AgentBinary
 	if _, err := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject,
-		Decision: "approved", Result: "requested " + old + " -> " + d.installed}); err != nil {
+		Decision: "approved", Result: "requested " + old + " -> " + installed}); err != nil {
 		return err
 	}
-	err := replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), d.installed+"\n")
+	err = replaceFile(filepath.Join(d.cfg.StateDir, AgentDigestFile), installed+"\n")
 	result := "pinned"
 	if err != nil {
 		result = "failed: " + err.Error()
 	} else {
-		d.newSessionDigest.Store(d.installed)
+		d.newSessionDigest.Store(installed)
+		// Software changes may now name the installed binary.
+		d.gw.SetHost(hostFacts(d.cfg, installed))
 	}
 	if _, aerr := d.audit.Append(audit.Record{Actor: actor, Action: "agent.pin", Subject: subject, Result: result}); aerr != nil {
 		return errors.Join(err, aerr)
@@ -308,11 +347,18 @@ func replaceFile(path, content string) error {
 // and the agent binary. Any failure is fatal: no part of the daemon runs
 // half-configured.
 func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slog.Logger) (_ *Daemon, err error) {
+	// Before any secret is in memory: no core file, no reading our memory.
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, keys.CheckFileName)); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%s is not initialised: run `ironclaw init` first", cfg.StateDir)
+	}
+	if err := checkDirs(cfg); err != nil {
+		return nil, err
 	}
 	// A key rotation a crash interrupted is finished or undone first, so
 	// that exactly one master key opens the state (daemon/rotate).
@@ -346,7 +392,10 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	// second daemon on the host neither sees nor reaps this one's sandboxes.
 	runsc := &sandbox.Runsc{Path: cfg.Sandbox.Runsc, Root: filepath.Join(cfg.RuntimeDir, "rs"), Platform: cfg.Sandbox.Platform, WantDigest: want}
 	if err := runsc.Check(ctx); err != nil {
-		d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()})
+		// The start fails either way; a failed record is counted and logged.
+		if _, aerr := d.audit.Append(audit.Record{Actor: "daemon", Action: "runsc.check", Subject: cfg.Sandbox.Runsc, Decision: "refused", Result: err.Error()}); aerr != nil {
+			log.Error("audit write failed", "err", aerr)
+		}
 		return nil, fmt.Errorf("no sandbox, no agents: %w", err)
 	}
 	pinned, err := os.ReadFile(filepath.Join(cfg.StateDir, AgentDigestFile))
@@ -357,11 +406,11 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	// What is installed is what can run. A session runs it only if its
 	// profile names exactly this digest; anything else is a software change
 	// the owner approves per session (docs/sandbox.md, "Upgrading agentd").
-	installed, err := supervisor.FileDigest(cfg.Sandbox.AgentBinary)
+	d.agent = &supervisor.InstalledAgent{Path: cfg.Sandbox.AgentBinary}
+	installed, err := d.agent.Hash()
 	if err != nil {
-		return nil, fmt.Errorf("the agent binary: %w (install it with `just setup`)", err)
+		return nil, fmt.Errorf("%w (install it with `just setup`)", err)
 	}
-	d.installed = installed
 	if installed != d.NewSessionDigest() {
 		log.Warn("the installed agent is not the one pinned for new sessions; sessions pinned to another binary will not start until a software change is approved",
 			"installed", installed, "pinned", d.NewSessionDigest(), "binary", cfg.Sandbox.AgentBinary)
@@ -381,7 +430,7 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	d.sup, err = supervisor.New(supervisor.Config{
 		StateDir: cfg.StateDir, RuntimeDir: cfg.RuntimeDir,
 		Master: master, Store: d.store, Audit: d.audit, Runsc: runsc,
-		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
+		AgentBinary: cfg.Sandbox.AgentBinary, AgentDigest: installed, Installed: d.agent, NewSessionDigest: d.NewSessionDigest, Model: cfg.Model.Default,
 		ModelUpstream: cfg.Model.OllamaURL,
 		MemoryMiB:     cfg.Limits.MaxMemoryMiB, CPUMillis: cfg.Limits.MaxCPUMillis,
 		TmpMiB: cfg.Limits.MaxTmpMiB, OutboxMiB: cfg.Limits.MaxOutboxMiB, OutboxInodes: cfg.Limits.MaxOutboxInodes,
@@ -400,6 +449,12 @@ func Open(ctx context.Context, cfg config.Config, passphrase io.Reader, log *slo
 	if _, err := d.sup.Reap(ctx); err != nil {
 		return nil, fmt.Errorf("reaping what a previous daemon left behind: %w", err)
 	}
+	// Say now what a first chat would otherwise discover. Not fatal: Ollama may start later.
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	if err := proxy.Preflight(pctx, proxy.NewUpstreamClient(proxy.Limits{}), cfg.Model.OllamaURL, cfg.Model.Default); err != nil {
+		log.Warn("the model is not ready", "err", err)
+	}
+	pcancel()
 	d.gw, err = gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: hostFacts(cfg, installed)})
 	if err != nil {
 		return nil, err
@@ -437,10 +492,7 @@ type changeSink struct {
 }
 
 func (c *changeSink) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) error {
-	t, err := c.gw.Submit(ctx, gateway.Request{
-		Session: session, Kind: req.Change, Requester: "agent:" + session.String(),
-		Reason: req.Reason, Proposed: []byte(req.Proposed),
-	})
+	t, err := c.gw.SubmitAgentChange(ctx, session, req)
 	if err == nil {
 		c.hub.Publish(api.Event{Kind: api.EventChange, ID: t.ID.String(), What: "filed"})
 	}
@@ -479,6 +531,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopConsole, err := d.startConsole(ctx)
+	if err != nil {
+		adm.Close()
+		return err
+	}
+	defer stopConsole()
 	d.log.Info("ironclaw ready", "state", d.cfg.StateDir, "admin", filepath.Join(d.cfg.RuntimeDir, AdminSocket), "version", Version)
 	// Keep the audit anchor close behind the log's head, so that cutting
 	// entries off the end after a crash is caught by `audit verify` (all

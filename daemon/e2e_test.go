@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -60,6 +61,7 @@ type install struct {
 	root   string
 	config string
 	agent  string // sandbox.agent_binary
+	model  *ollamatest.Scripted
 }
 
 func newInstall(t *testing.T) *install {
@@ -71,7 +73,10 @@ func newInstall(t *testing.T) *install {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	etc := filepath.Join(root, "etc")
 	os.Mkdir(etc, 0o700)
-	in := &install{t: t, bin: bin, root: root, config: filepath.Join(etc, "ironclaw.toml"), agent: filepath.Join(bin, "agentd")}
+	// The real agentd asks a model through the daemon's proxy: an Ollama-wire
+	// server that echoes the user's message, so a chat's round trip is checkable.
+	model := ollamatest.NewEcho(t)
+	in := &install{t: t, bin: bin, root: root, config: filepath.Join(etc, "ironclaw.toml"), agent: filepath.Join(bin, "agentd"), model: model}
 	in.writeConfig("")
 	return in
 }
@@ -81,10 +86,12 @@ func (in *install) writeConfig(extra string) {
 runtime_dir = %q
 [keys]
 key_file = %q
+[model]
+ollama_url = %q
 [sandbox]
 agent_binary = %q
 %s`, filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), filepath.Join(in.root, "etc", "master.key"),
-		in.agent, extra)
+		in.model.URL, in.agent, extra)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
 	}
@@ -195,6 +202,11 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	cmd, logs := in.serve()
+	// The running daemon writes no core file (RLIMIT_CORE 0; that it is
+	// not dumpable is hostcheck's TestLockDownProcess).
+	if got := coreLimit(t, cmd.Process.Pid); got != "0 0" {
+		t.Errorf("the daemon's core file limit is %q, want 0 0", got)
+	}
 	markers := []string{"MARKER-alpha-7f3a91", "MARKER-bravo-c04e22", "MARKER-charlie-9d81bb"}
 	for _, m := range markers {
 		start := time.Now()
@@ -338,6 +350,42 @@ func TestServeFailsClosed(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no sandbox, no agents") || !strings.Contains(out, "sha256") {
 		t.Fatalf("serve with a tampered runsc: %v\n%s", err, out)
 	}
+	// A state directory others can write is refused before the key is
+	// loaded, naming the path and the fix.
+	in.writeConfig("")
+	state := filepath.Join(in.root, "state")
+	os.Chmod(state, 0o777)
+	out, err = in.run("serve")
+	if err == nil || !strings.Contains(out, state) || !strings.Contains(out, "chmod go-w") {
+		t.Fatalf("serve with a world-writable state directory: %v\n%s", err, out)
+	}
+	os.Chmod(state, 0o700)
+	// So is a runtime directory reached through a symbolic link.
+	os.Symlink(filepath.Join(in.root, "run"), filepath.Join(in.root, "runlink"))
+	os.MkdirAll(filepath.Join(in.root, "run"), 0o700)
+	in.writeConfig("")
+	cfg, _ := os.ReadFile(in.config)
+	os.WriteFile(in.config, []byte(strings.Replace(string(cfg), filepath.Join(in.root, "run"), filepath.Join(in.root, "runlink"), 1)), 0o600)
+	out, err = in.run("serve")
+	if err == nil || !strings.Contains(out, "symbolic link") {
+		t.Fatalf("serve with a symlinked runtime directory: %v\n%s", err, out)
+	}
+}
+
+// coreLimit reads the "Max core file size" soft and hard limits of pid.
+func coreLimit(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max core file size"); ok {
+			return strings.Join(strings.Fields(rest)[:2], " ")
+		}
+	}
+	t.Fatalf("no core limit in /proc/%d/limits", pid)
+	return ""
 }
 
 // Passphrase custody end to end: init and verify with a passphrase file; a

@@ -19,14 +19,7 @@ import (
 // then the agent receives exactly the approved profile.
 func TestChangeGatewayEndToEnd(t *testing.T) {
 	in := newInstall(t)
-	agent := filepath.Join(in.root, "requester")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", agent, "./testdata/requester")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the requester agent: %v\n%s", err, out)
-	}
-	in.agent = agent
-	in.writeConfig("")
+	in.useRequester("")
 	in.mustRun("init")
 	in.serve()
 
@@ -170,6 +163,20 @@ func TestAgentUpgradeThroughTheGateway(t *testing.T) {
 	}
 }
 
+// useRequester makes the install run the requester test agent, with extra
+// config lines.
+func (in *install) useRequester(extra string) {
+	in.t.Helper()
+	agent := filepath.Join(in.root, "requester")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", agent, "./testdata/requester")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		in.t.Fatalf("building the requester agent: %v\n%s", err, out)
+	}
+	in.agent = agent
+	in.writeConfig(extra)
+}
+
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -177,4 +184,41 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// A binary replaced while the daemon runs is seen at once: `status` and
+// `agent pin` hash the installed agent when asked (not the digest taken at
+// start), and a new conversation then starts on it without a restart.
+func TestReplacedAgentSeenWithoutRestart(t *testing.T) {
+	in := newInstall(t)
+	in.agent = filepath.Join(in.root, "agentd")
+	if err := os.WriteFile(in.agent, mustRead(t, filepath.Join(in.bin, "agentd")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	in.writeConfig("")
+	in.mustRun("init")
+	in.serve()
+	next := filepath.Join(in.root, "agentd.next")
+	build := exec.Command("go", "build", "-trimpath", "-o", next, "./testdata/requester")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the new agent: %v\n%s", err, out)
+	}
+	if err := os.Rename(next, in.agent); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(mustRead(t, in.agent))
+	newDigest := "sha256:" + hex.EncodeToString(sum[:])
+	if st := in.mustRun("status"); !strings.Contains(st, "installed: "+newDigest) {
+		t.Fatalf("status after replacing the binary does not show it:\n%s", st)
+	}
+	pin := exec.Command(filepath.Join(in.bin, "ironclaw"), "--config", in.config, "agent", "pin")
+	pin.Stdin = strings.NewReader("pin\n")
+	out, err := pin.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "already") || !strings.Contains(string(out), "new sessions pin "+newDigest) {
+		t.Fatalf("pin after replacing the binary: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(in.mustRun("chat", "profile?")); !strings.HasPrefix(got, "profile v1: ") {
+		t.Fatalf("a new conversation after the pin answered %q, want the new agent", got)
+	}
 }

@@ -25,7 +25,7 @@ const MatrixDir = "matrix"
 
 // matrixConfig builds the channel's config from the daemon's: the secret
 // comes from the file the config names, never from argv or environment.
-func matrixConfig(cfg config.Config, master *keys.Master, st *store.Store) (matrix.Config, error) {
+func matrixConfig(ctx context.Context, cfg config.Config, master *keys.Master, st *store.Store) (matrix.Config, error) {
 	m := cfg.Matrix
 	mc := matrix.Config{
 		Homeserver: m.Homeserver,
@@ -55,7 +55,15 @@ func matrixConfig(cfg config.Config, master *keys.Master, st *store.Store) (matr
 	} else {
 		mc.AccessToken = line
 	}
-	pk := master.SubKey(purposeMatrixPickle)
+	// Kept wrapped in the store like the other daemon keys, so a master key
+	// rotation rewraps it instead of orphaning every pickled secret; a
+	// store from before adopts the subkey it was derived as.
+	legacy := master.SubKey(purposeMatrixPickle)
+	pk, err := st.DaemonKey(ctx, master, purposeMatrixPickle, &legacy)
+	clear(legacy[:])
+	if err != nil {
+		return mc, err
+	}
 	mc.PickleKey = pk[:]
 	return mc, nil
 }
@@ -67,7 +75,7 @@ func (d *Daemon) openMatrix(ctx context.Context) error {
 	if d.cfg.Matrix.Homeserver == "" {
 		return nil
 	}
-	mc, err := matrixConfig(d.cfg, d.master, d.store)
+	mc, err := matrixConfig(ctx, d.cfg, d.master, d.store)
 	if err != nil {
 		return err
 	}
@@ -131,7 +139,7 @@ func MatrixLogin(ctx context.Context, cfg config.Config, passphrase io.Reader, o
 	}
 	defer st.Close()
 	defer lg.Close()
-	mc, err := matrixConfig(cfg, master, st)
+	mc, err := matrixConfig(ctx, cfg, master, st)
 	if err != nil {
 		return err
 	}

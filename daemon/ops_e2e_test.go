@@ -5,15 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // stop ends a daemon started with serve as an operator would.
@@ -55,11 +60,13 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 	// Load: a conversation goes on while the backup is taken.
 	var wg sync.WaitGroup
 	var loadErr error
+	var loadSent []string
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for i := 0; i < 15; i++ {
 			msg := fmt.Sprintf("load %d MARKER-load", i)
+			loadSent = append(loadSent, msg)
 			out, err := in.run("chat", msg)
 			if err != nil || strings.TrimSpace(out) != msg {
 				loadErr = fmt.Errorf("chat under backup: %v %q", err, out)
@@ -67,6 +74,10 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 			}
 		}
 	}()
+	// A Matrix crypto store, as the channel keeps one: it goes along.
+	os.Mkdir(filepath.Join(in.root, "state", "matrix"), 0o700)
+	cryptoDB := filepath.Join(in.root, "state", "matrix", "crypto.db")
+	makeSQLite(t, cryptoDB)
 	archive := filepath.Join(in.root, "ironclaw.backup")
 	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
@@ -140,17 +151,32 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 	if out := to.mustRun("audit", "verify"); !strings.Contains(out, "audit: OK") {
 		t.Fatalf("restored audit log:\n%s", out)
 	}
+	checkSQLite(t, filepath.Join(target, "matrix", "crypto.db"))
 	to.serve()
 	if after := sessionIDs(t, to); strings.Join(after, ",") != strings.Join(before, ",") {
 		t.Fatalf("sessions before %v, after restore %v", before, after)
 	}
 	// The restored agent continues: it answers the new message once, and
 	// does not answer old ones again.
-	if reply := in2(to, "after restore MARKER-x"); reply != "after restore MARKER-x" {
-		t.Fatalf("reply after restore %q", reply)
-	}
-	if reply := in2(to, "and again"); reply != "and again" {
-		t.Fatalf("second reply after restore %q", reply)
+	// A reply the daemon had taken but the chat had not yet marked delivered
+	// when the backup was made comes back once, marked "(earlier)": the
+	// restored state is the state as of the backup.
+	sent := append(append([]string{}, markers...), loadSent...)
+	earlier := map[string]int{}
+	for _, msg := range []string{"after restore MARKER-x", "and again"} {
+		lines := strings.Split(in2(to, msg), "\n")
+		if lines[len(lines)-1] != msg {
+			t.Fatalf("reply to %q after restore: %q", msg, lines)
+		}
+		for _, l := range lines[:len(lines)-1] {
+			text, ok := strings.CutPrefix(l, "(earlier) ")
+			if !ok || !slices.Contains(sent, text) {
+				t.Fatalf("unexpected line %q before the reply to %q", l, msg)
+			}
+			if earlier[text]++; earlier[text] > 1 {
+				t.Fatalf("%q handed over twice after restore", text)
+			}
+		}
 	}
 	if after := sessionIDs(t, to); len(after) != len(before) {
 		t.Fatalf("restore started a new session: %v", after)
@@ -193,8 +219,8 @@ func TestKeysRotateCLI(t *testing.T) {
 		t.Fatalf("rotate said:\n%s", out)
 	}
 	// The config names the new custody (the [keys] table is written whole).
-	cfg := fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\ncustody = \"passphrase\"\npassphrase_file = %q\n[sandbox]\nagent_binary = %q\n",
-		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), passFile, in.agent)
+	cfg := fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\ncustody = \"passphrase\"\npassphrase_file = %q\n[model]\nollama_url = %q\n[sandbox]\nagent_binary = %q\n",
+		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), passFile, in.model.URL, in.agent)
 	os.WriteFile(in.config, []byte(cfg), 0o600)
 	in.serve()
 	if reply := in2(in, "after rotation"); reply != "after rotation" {
@@ -216,6 +242,15 @@ func TestKeysRotateCLI(t *testing.T) {
 func TestDoctorCLI(t *testing.T) {
 	in := newInstall(t)
 	in.mustRun("init")
+	// An Ollama URL where nothing listens, whatever else runs on this host.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	os.WriteFile(in.config, []byte(fmt.Sprintf("state_dir = %q\nruntime_dir = %q\n[keys]\nkey_file = %q\n[model]\nollama_url = %q\n[sandbox]\nagent_binary = %q\n",
+		filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), filepath.Join(in.root, "etc", "master.key"), closed, in.agent)), 0o600)
 	out, err := in.run("doctor", "--json")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
@@ -236,5 +271,34 @@ func TestDoctorCLI(t *testing.T) {
 		if found[name] != want {
 			t.Errorf("%s: %s, want %s (%v)", name, found[name], want, found)
 		}
+	}
+}
+
+// makeSQLite writes a small SQLite database at path (0600).
+func makeSQLite(t *testing.T, path string) {
+	t.Helper()
+	c, err := sqlite.OpenConn(path, sqlite.OpenReadWrite|sqlite.OpenCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := sqlitex.ExecuteScript(c, "CREATE TABLE crypto_version (version INTEGER); INSERT INTO crypto_version VALUES (7);", nil); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o600)
+}
+
+// checkSQLite requires the database makeSQLite wrote.
+func checkSQLite(t *testing.T, path string) {
+	t.Helper()
+	c, err := sqlite.OpenConn(path, sqlite.OpenReadOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var v int64
+	if err := sqlitex.ExecuteTransient(c, "SELECT version FROM crypto_version", &sqlitex.ExecOptions{
+		ResultFunc: func(s *sqlite.Stmt) error { v = s.ColumnInt64(0); return nil }}); err != nil || v != 7 {
+		t.Fatalf("restored %s: %v %d", path, err, v)
 	}
 }

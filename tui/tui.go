@@ -116,8 +116,8 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil // the session is ending
 		}
 		cmds := []tea.Cmd{m.waitEvent()}
-		for _, p := range m.pages {
-			cmds = append(cmds, p.OnEvent(msg.e))
+		for i, p := range m.pages {
+			cmds = append(cmds, p.OnEvent(msg.e, i == m.active))
 		}
 		return m, tea.Batch(cmds...)
 	case tickMsg:
@@ -128,8 +128,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case pages.ChatWithMsg:
 		m.chat.SetSession(msg.Session, msg.Binding)
-		m.active = PageChat
-		return m, nil
+		return m, m.switchTo(PageChat)
 	case tea.KeyPressMsg:
 		return m, m.key(msg)
 	}
@@ -147,11 +146,9 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case msg.String() == "ctrl+c":
 		return tea.Quit
 	case key.Matches(msg, k.NextPage):
-		m.switchTo((m.active + 1) % len(m.pages))
-		return nil
+		return m.switchTo((m.active + 1) % len(m.pages))
 	case key.Matches(msg, k.PrevPage):
-		m.switchTo((m.active + len(m.pages) - 1) % len(m.pages))
-		return nil
+		return m.switchTo((m.active + len(m.pages) - 1) % len(m.pages))
 	}
 	if page.Capturing() {
 		return page.Update(msg)
@@ -165,15 +162,15 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Refresh):
 		return page.Init()
 	case key.Matches(msg, k.Overview):
-		m.switchTo(PageOverview)
+		return m.switchTo(PageOverview)
 	case key.Matches(msg, k.Sessions):
-		m.switchTo(PageSessions)
+		return m.switchTo(PageSessions)
 	case key.Matches(msg, k.Approvals):
-		m.switchTo(PageApprovals)
+		return m.switchTo(PageApprovals)
 	case key.Matches(msg, k.Audit):
-		m.switchTo(PageAudit)
+		return m.switchTo(PageAudit)
 	case key.Matches(msg, k.Chat):
-		m.switchTo(PageChat)
+		return m.switchTo(PageChat)
 	default:
 		if m.showHelp && key.Matches(msg, k.Back) {
 			m.showHelp = false
@@ -181,12 +178,12 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 		}
 		return page.Update(msg)
 	}
-	return nil
 }
 
-func (m *Model) switchTo(i int) {
+func (m *Model) switchTo(i int) tea.Cmd {
 	m.active = i
 	m.status = pages.StatusMsg{}
+	return m.pages[i].Shown()
 }
 
 // keyMap adapts the active page's keys (plus the global ones) to help.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -251,3 +252,33 @@ const (
 	vector0 = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfefff0f1f2f3f4f5f6f7e4ac7275cbe332194c3ddd257921b945ee4d438ce2042215e74e431e6bf035c01babbc76ee57fa39b240fe78814d502a4d9430c12a6704f53babf6b18bf08ccc59cd5e90d73b0d82c395e8832fde"
 	vector1 = "f0f1f2f3f4f5f6f7f8f9fafbfcfdfefff0f1f2f3f4f5f6f700e7359e058ebff5027ef6f11524a6faee4e438ce2042215e74e431e6bf035c01babbc76ee57fa39b343ef78814d502a4d9430c12a7513e222abf6b1b2fe9482598812bbc02609cc80e8f4852f992c02"
 )
+
+// Free JSON values (any, json.RawMessage) are checked at every depth.
+func TestStrictFreeValues(t *testing.T) {
+	type v struct {
+		A any             `json:"a"`
+		R json.RawMessage `json:"r"`
+	}
+	for _, ok := range []string{
+		`{"a":{"x":[1,{"y":null}],"z":"s"},"r":{"k":[true]}}`,
+		`{"a":[1,2],"r":"s"}`,
+		`{"a":null,"r":null}`,
+	} {
+		var x v
+		if err := StrictUnmarshal([]byte(ok), &x); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{
+		`{"a":{"x":1,"x":2}}`,
+		`{"r":{"k":{"d":1,"d":2}}}`,
+		`{"a":[{"q":1,"q":1}]}`,
+		`{"a":` + strings.Repeat("[", 20) + strings.Repeat("]", 20) + `}`,
+		`{"A":1}`,
+	} {
+		var x v
+		if err := StrictUnmarshal([]byte(bad), &x); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -1,5 +1,6 @@
 // Command agentd is the whole content of a sandbox: one static binary that
-// reads its session's inbox, answers, and writes its outbox. It learns its
+// reads its session's inbox, answers with the model (through the daemon's
+// proxy) and its compiled-in tools, and writes its outbox. It learns its
 // session id and key from its stdin at start — never from argv, the
 // environment or a file — and its only way out is the session socket.
 package main
@@ -16,6 +17,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/agent"
 	"github.com/ironclaw/ironclaw/agentd/coord"
 	"github.com/ironclaw/ironclaw/agentd/inbox"
+	"github.com/ironclaw/ironclaw/agentd/model"
 	"github.com/ironclaw/ironclaw/agentd/outbox"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 )
@@ -50,7 +52,10 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer out.Close()
-	l := &agent.Loop{Inbox: in, Outbox: out, Coord: coord.New(wire.SandboxSocket), Handle: agent.Echo, Log: log,
+	// The model is reached through the daemon's proxy on the session socket,
+	// the sandbox's only way out; the daemon decides where a call goes.
+	brain := &agent.Brain{Model: model.NewOllama(wire.SandboxSocket), Log: log}
+	l := &agent.Loop{Inbox: in, Outbox: out, Coord: coord.New(wire.SandboxSocket), Handle: brain.Handle, Log: log,
 		Resume: agent.Resume{Handled: hs.Handled, OutboxTaken: hs.OutboxTaken, State: hs.State}}
 	log.Info("agentd ready", "session", hs.Session.String())
 	return l.Run(ctx)

@@ -22,6 +22,10 @@ type Status struct {
 	// one new sessions pin.
 	AgentInstalled string `json:"agent_installed"`
 	AgentPinned    string `json:"agent_pinned"`
+	// AuditFailures counts audit writes that failed since the start. An
+	// action whose audit fails fails too; a refusal has nothing left to
+	// fail, so this count is where such a failure shows.
+	AuditFailures uint64 `json:"audit_failures"`
 	// Health of what the daemon depends on: "ok", or why not.
 	Runsc   string `json:"runsc"`
 	Model   string `json:"model"`

@@ -53,7 +53,7 @@ var ErrNotAuthentic = errors.New("backup: the archive does not authenticate: it 
 
 // names a backup may hold: the state directory's own files and each
 // session's inbox.
-var validName = regexp.MustCompile(`^(ironclaw\.db|audit\.log|master\.check|master\.kdf|agentd\.digest|operators|backup\.json|sessions|sessions/[0-9a-f]{32}|sessions/[0-9a-f]{32}/inbox|sessions/[0-9a-f]{32}/inbox/inbox\.db)$`)
+var validName = regexp.MustCompile(`^(ironclaw\.db|audit\.log|master\.check|master\.kdf|agentd\.digest|operators|backup\.json|matrix|matrix/crypto\.db|sessions|sessions/[0-9a-f]{32}|sessions/[0-9a-f]{32}/inbox|sessions/[0-9a-f]{32}/inbox/inbox\.db)$`)
 
 // ValidName reports whether name may appear in an archive.
 func ValidName(name string) bool { return validName.MatchString(name) && path.Clean(name) == name }

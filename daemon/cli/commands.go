@@ -17,6 +17,7 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
+	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 )
 
 // InitCmd creates a state directory.
@@ -39,6 +40,10 @@ type ServeCmd struct{}
 
 // Run serves until the context ends (SIGTERM or SIGINT).
 func (ServeCmd) Run(ctx context.Context, g *Globals) error {
+	// Before a passphrase is read: no core file, no reading our memory.
+	if err := hostcheck.LockDownProcess(); err != nil {
+		return err
+	}
 	cfg, pass, done, err := g.loadWithKey(false)
 	if err != nil {
 		return err
@@ -74,6 +79,11 @@ func (StatusCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n  agent installed: %s\n  agent pinned for new sessions: %s\n",
 		st.Version, st.StateDir, st.Sessions, st.AgentInstalled, st.AgentPinned)
+	if st.AuditFailures > 0 {
+		fmt.Fprintf(g.stdout, "  AUDIT WRITES FAILED: %d since the start (see the daemon's log; check the disk holding %s)\n", st.AuditFailures, st.StateDir)
+	} else {
+		fmt.Fprintf(g.stdout, "  audit write failures: 0\n")
+	}
 	return nil
 }
 

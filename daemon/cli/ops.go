@@ -185,7 +185,7 @@ func (c BackupCmd) Run(ctx context.Context, g *Globals) (err error) {
 
 // RestoreCmd restores a backup into an empty state directory.
 type RestoreCmd struct {
-	File string `arg:"" help:"Archive written by ironclaw backup." type:"existingfile"`
+	File string `arg:"" help:"Archive written by ironclaw backup." type:"path"`
 }
 
 // Run restores with the configured key custody.

@@ -179,6 +179,20 @@ type Console struct {
 	// OperatorKeysFile is an authorized_keys file with more operator keys.
 	// Default: "" (none).
 	OperatorKeysFile string `toml:"operator_keys_file"`
+
+	// TailnetAuthKeyFile holds the tailnet auth key (first line) that joins
+	// the console's node to the tailnet the first time; without it the
+	// TS_AUTHKEY environment variable is used. Once joined, the node's state
+	// in StateDir/tailnet is enough.
+	// Default: "" (TS_AUTHKEY).
+	TailnetAuthKeyFile string `toml:"tailnet_auth_key_file"`
+
+	// TailnetUsers are the tailnet login names (WhoIs) allowed to reach the
+	// console, besides holding an operator key. Empty means any identity the
+	// tailnet vouches for (every connection must still pass WhoIs and an
+	// operator key).
+	// Default: none (any tailnet identity).
+	TailnetUsers []string `toml:"tailnet_users"`
 }
 
 // Limits are host-wide maxima. A session's profile may ask for less, never

@@ -204,6 +204,9 @@ func (v *validator) console(c Console) {
 	if c.OperatorKeysFile != "" {
 		v.absPath("console.operator_keys_file", c.OperatorKeysFile)
 	}
+	if c.TailnetAuthKeyFile != "" {
+		v.absPath("console.tailnet_auth_key_file", c.TailnetAuthKeyFile)
+	}
 }
 
 func (v *validator) limits(l Limits) {

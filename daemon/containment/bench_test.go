@@ -98,7 +98,7 @@ func (ls *leaseServer) reset() {
 // and profile are real), stops the supervisor, and returns the plan the supervisor would
 // start it with.
 func benchSession(b testing.TB) (*daemon, supervisor.Plan) {
-	d := newDaemon(b, agentdPath)
+	d := newDaemon(b, echoPath)
 	if got := d.ask("bench", "warm", 30*time.Second); got != "warm" {
 		b.Fatalf("warm-up reply %q", got)
 	}
@@ -230,7 +230,7 @@ func BenchmarkColdStart(b *testing.B) {
 // BenchmarkSendToReplyCold: Supervisor.Send to a session whose sandbox is stopped, until
 // the echo reply is delivered: everything a user waits for on a cold conversation.
 func BenchmarkSendToReplyCold(b *testing.B) {
-	d := newDaemon(b, agentdPath, func(c *supervisor.Config) { c.IdleTimeout = 200 * time.Millisecond })
+	d := newDaemon(b, echoPath, func(c *supervisor.Config) { c.IdleTimeout = 200 * time.Millisecond })
 	d.ask("cold", "warm", 30*time.Second)
 	id, _ := d.sessionKey("cold")
 	var runs []time.Duration
@@ -254,7 +254,7 @@ func BenchmarkSendToReplyCold(b *testing.B) {
 func BenchmarkIdleMemory(b *testing.B) {
 	const n = 5
 	for i := 0; i < b.N; i++ {
-		d := newDaemon(b, agentdPath)
+		d := newDaemon(b, echoPath)
 		var agentIDs []string
 		var plans []supervisor.Plan
 		for j := range n {
@@ -332,7 +332,7 @@ func TestHundredSandboxes(t *testing.T) {
 		t.Skip("heavy: set IRONCLAW_BENCH=1 to run 100 sandboxes at once")
 	}
 	const n = 100
-	d := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.MaxRunning = n })
+	d := newDaemon(t, echoPath, func(c *supervisor.Config) { c.MaxRunning = n })
 	memBefore := memAvailable(t)
 	var mu sync.Mutex
 	var first, second []time.Duration

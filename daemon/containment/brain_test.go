@@ -7,32 +7,56 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
+	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
+	"github.com/ironclaw/ironclaw/policy"
 )
 
-// grantAll gives the session bound to binding every tool and permission, as
-// an approved change would, and waits until the new profile runs.
+// grantAll gives the session bound to binding every tool and permission
+// through the real gateway, as the owner would.
 func (d *daemon) grantAll(binding string) wire.SessionID {
 	d.t.Helper()
 	id, _ := d.sessionKey(binding)
-	ctx := context.Background()
-	base, p, err := d.store.CurrentProfile(ctx, id)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	p.Tools = wire.Tools()
-	p.Permissions.Memory, p.Permissions.Notes, p.Permissions.Schedule = true, true, true
-	v, err := d.store.PutProfileVersion(ctx, id, base, p)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	if err := d.sup.ProfileApplied(ctx, id, v, p.Canonical(), true); err != nil {
-		d.t.Fatal(err)
-	}
+	// Permissions first (no restart), then tools (the restart picks up both).
+	d.approveChange(id, policy.KindPermissions, func(p *profile.Profile) {
+		p.Permissions.Memory, p.Permissions.Notes, p.Permissions.Schedule = true, true, true
+	})
+	d.approveChange(id, policy.KindTools, func(p *profile.Profile) { p.Tools = wire.Tools() })
 	return id
+}
+
+// approveChange changes session id's profile through the real gateway — an
+// operator proposes, then approves the exact binding — as the owner would (a
+// profile version is written only for an approved change).
+func (d *daemon) approveChange(id wire.SessionID, kind string, mutate func(p *profile.Profile)) {
+	d.t.Helper()
+	ctx := context.Background()
+	gw, err := gateway.New(ctx, gateway.Config{Store: d.store, Audit: d.audit, Applier: d.sup, Host: policy.Host{
+		Tools: wire.Tools(), MaxMemoryMiB: 4096, MaxCPUMillis: 4000, MaxTmpMiB: 1024, MaxOutboxMiB: 1024,
+		MaxOutboxInodes: 1 << 20, MaxTokensPerDay: 1_000_000_000, MaxCallsPerMinute: 1_000_000, MaxInstructionsBytes: 32 << 10,
+		Models: []string{d.cfg.Model}, BuiltDigests: []string{d.cfg.AgentDigest},
+	}})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	const op = "operator:local:test"
+	_, p, err := d.store.CurrentProfile(ctx, id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	mutate(&p)
+	tk, err := gw.Submit(ctx, gateway.Request{Session: id, Kind: kind, Requester: op, Proposed: p.Canonical()})
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := gw.Approve(ctx, tk.ID, op, tk.Binding); err != nil {
+		d.t.Fatalf("approving %s: %v", kind, err)
+	}
 }
 
 // TestBrainTurnsUnderRunsc: under real runsc, a message goes in, the model
@@ -191,4 +215,58 @@ func TestScheduleWakesStoppedSandbox(t *testing.T) {
 		t.Fatalf("late firing reply %q", got)
 	}
 
+}
+
+// TestRealAgentdTurnWithScriptedModel: the real agentd under runsc talks
+// Ollama's wire format through the daemon's model proxy to a scripted
+// server: a message in, tool calls, the tools' results back to the model, a
+// reply out; an unavailable model gives the user a plain message.
+func TestRealAgentdTurnWithScriptedModel(t *testing.T) {
+	m := ollamatest.NewScripted(t, ollamatest.Text("hi there"))
+	d := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.ModelUpstream = m.URL })
+	if got := d.ask("real", "hello", 30*time.Second); got != "hi there" {
+		t.Fatalf("reply %q", got)
+	}
+	id := d.grantAll("real")
+	m.Push(ollamatest.Calls(ollamatest.Call("remember", `{"key":"tea","text":"green"}`),
+		ollamatest.Call("schedule", `{"action":"add","text":"tea time","in_minutes":30}`)),
+		ollamatest.Text("Noted."))
+	if got := d.ask("real", "I like green tea; remind me in half an hour", 30*time.Second); got != "Noted." {
+		t.Fatalf("reply %q", got)
+	}
+	reqs := m.Requests()
+	last := reqs[len(reqs)-1]
+	var roles []string
+	for _, msg := range last.Messages {
+		roles = append(roles, msg.Role)
+	}
+	if got := strings.Join(roles, ","); got != "system,user,assistant,user,assistant,tool,tool" {
+		t.Fatalf("the model saw %s", got)
+	}
+	if tool := last.Messages[len(last.Messages)-1]; !strings.HasPrefix(tool.Content, "scheduled ") {
+		t.Fatalf("tool result %q", tool.Content)
+	}
+	if last.Messages[1].Content != "hello" || last.Messages[2].Content != "hi there" {
+		t.Fatalf("history %q / %q", last.Messages[1].Content, last.Messages[2].Content)
+	}
+	if len(reqs[len(reqs)-2].Tools) != len(wire.Tools()) {
+		t.Fatalf("offered %d tools", len(reqs[len(reqs)-2].Tools))
+	}
+	recs, err := d.sup.Records(context.Background(), id, "test")
+	if err != nil || len(recs.Memory) != 1 || len(recs.Schedules) != 1 {
+		t.Fatalf("records %+v %v", recs, err)
+	}
+	// A tool that is not compiled in is refused and audited.
+	m.Push(ollamatest.Calls(ollamatest.Call("shell", `{"cmd":"id"}`)), ollamatest.Text("I can't."))
+	if got := d.ask("real", "run id", 30*time.Second); got != "I can't." {
+		t.Fatalf("reply %q", got)
+	}
+	d.waitAudit(5*time.Second, "tool.refused", func(e audit.Entry) bool {
+		return e.Action == "tool.refused" && e.Result == "tool not compiled in"
+	})
+	// The model is missing: the user is told what is wrong and who fixes it.
+	m.Push(ollamatest.NotFound("tiny"))
+	if got := d.ask("real", "still there?", 30*time.Second); !strings.Contains(got, "ollama pull tiny") {
+		t.Fatalf("reply to a missing model %q", got)
+	}
 }

@@ -2,6 +2,7 @@ package containment
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -68,7 +69,7 @@ func TestFailClosed(t *testing.T) {
 // TestIdleStopAndStartOnDemand: a sandbox with nothing to do stops after IdleTimeout and
 // releases its outbox filesystem; the next message starts it again, with its state.
 func TestIdleStopAndStartOnDemand(t *testing.T) {
-	d := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.IdleTimeout = 700 * time.Millisecond })
+	d := newDaemon(t, echoPath, func(c *supervisor.Config) { c.IdleTimeout = 700 * time.Millisecond })
 	if got := d.ask("idle", "first", 30*time.Second); got != "first" {
 		t.Fatalf("reply %q", got)
 	}
@@ -161,13 +162,44 @@ func TestCrashLoopStopsSession(t *testing.T) {
 
 // TestMaxRunning: no more sandboxes than the limit run at once.
 func TestMaxRunning(t *testing.T) {
-	d := newDaemon(t, agentdPath, func(c *supervisor.Config) { c.MaxRunning = 1 })
+	d := newDaemon(t, echoPath, func(c *supervisor.Config) { c.MaxRunning = 1 })
 	if got := d.ask("one", "hi", 30*time.Second); got != "hi" {
 		t.Fatalf("reply %q", got)
 	}
 	_, _, err := d.sup.Send(t.Context(), "two", "test", "hi")
 	if err == nil || !strings.Contains(err.Error(), "max_running_sandboxes") {
 		t.Errorf("second sandbox = %v, want refused by the limit", err)
+	}
+}
+
+// TestMaxSessions: limits.max_sessions refuses a new session, audited; an existing one
+// keeps working, and erasing one frees a place.
+func TestMaxSessions(t *testing.T) {
+	d := newDaemon(t, evilPath, func(c *supervisor.Config) { c.MaxSessions = 2 })
+	for _, b := range []string{"one", "two"} {
+		if got := d.ask(b, "echo:hi", 30*time.Second); got != "hi" {
+			t.Fatalf("%s replied %q", b, got)
+		}
+	}
+	_, _, err := d.sup.Send(t.Context(), "three", "test", "echo:hi")
+	if !errors.Is(err, supervisor.ErrTooManySessions) || !strings.Contains(err.Error(), "limits.max_sessions") {
+		t.Fatalf("third session = %v, want ErrTooManySessions", err)
+	}
+	if _, err := d.store.SessionByBinding(t.Context(), "three"); err == nil {
+		t.Fatal("the refused session was stored")
+	}
+	d.waitAudit(5*time.Second, "the refusal", func(e audit.Entry) bool {
+		return e.Action == "session.create" && e.Decision == audit.DecisionDeny
+	})
+	if got := d.ask("one", "echo:still", 30*time.Second); got != "still" {
+		t.Fatalf("one replied %q", got)
+	}
+	id, _ := d.sessionKey("two")
+	if err := d.sup.Erase(t.Context(), id, "operator:local:test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.ask("three", "echo:now", 30*time.Second); got != "now" {
+		t.Fatalf("three replied %q after an erase", got)
 	}
 }
 

@@ -36,8 +36,9 @@ var (
 	// evilPath, agentdPath and trivialPath are built once by TestMain (static, like
 	// images/build.sh).
 	evilPath, agentdPath, trivialPath string
-	// scriptedPath is agentd's loop, Brain and tools with a scripted model built in.
-	scriptedPath string
+	// scriptedPath is agentd's loop, Brain and tools with a scripted model built in;
+	// echoPath is agentd's loop with agent.Echo (lifecycle tests and benchmarks).
+	scriptedPath, echoPath string
 	// runscRoot is the runsc --root shared by every test here: runsc bind-mounts a network
 	// namespace at <root>/null-netns and never unmounts it, so one root per process.
 	runscRoot string
@@ -55,11 +56,13 @@ func TestMain(m *testing.M) {
 	agentdPath = filepath.Join(dir, "agentd")
 	trivialPath = filepath.Join(dir, "trivial")
 	scriptedPath = filepath.Join(dir, "scripted")
+	echoPath = filepath.Join(dir, "echo")
 	setupErr = errors.Join(
 		buildStatic(evilPath, "./daemon/containment/testdata/evil"),
 		buildStatic(agentdPath, "./cmd/agentd"),
 		buildStatic(trivialPath, "./daemon/containment/testdata/trivial"),
 		buildStatic(scriptedPath, "./daemon/containment/testdata/scripted"),
+		buildStatic(echoPath, "./daemon/testdata/echo"),
 	)
 	if setupErr == nil {
 		runscRoot, setupErr = os.MkdirTemp("/tmp", "icc-runsc-")

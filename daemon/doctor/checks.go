@@ -11,7 +11,7 @@ import (
 	"syscall"
 
 	"github.com/ironclaw/ironclaw/daemon/config"
-	"github.com/ironclaw/ironclaw/daemon/fsguard"
+	"github.com/ironclaw/ironclaw/daemon/hostcheck"
 	"github.com/ironclaw/ironclaw/daemon/keys"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
@@ -119,44 +119,50 @@ func checkAgentd(o Options, add func(...Check)) bool {
 	return true
 }
 
-// checkDirs applies the daemon's own directory rules (package fsguard).
+// checkDirs applies the rule serve applies at start (hostcheck.CheckDir), so
+// doctor fails exactly where serve would refuse; it also wants the state
+// directory 0700 (its listing is nobody else's business) and warns if not.
 func checkDirs(o Options) []Check {
 	cfg := o.Config
-	var out []Check
 	st := Check{Name: "state_dir", Needed: true}
-	err := fsguard.Check(cfg.StateDir, o.UID)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	fi, lerr := os.Lstat(cfg.StateDir)
+	switch err := hostcheck.CheckDir(cfg.StateDir, o.UID); {
+	case errors.Is(lerr, fs.ErrNotExist):
 		st.Status, st.Detail, st.Remedy = Fail, cfg.StateDir+" does not exist", "ironclaw init"
 	case err != nil:
-		st.Status, st.Detail = Fail, err.Error()
-		var p *fsguard.Problem
-		if errors.As(err, &p) {
-			st.Detail, st.Remedy = p.Path+" "+p.What, p.Remedy
-		}
+		st.Status, st.Detail, st.Remedy = Fail, err.Error(), fixOf(err)
 	default:
 		if _, err := os.Lstat(filepath.Join(cfg.StateDir, keys.CheckFileName)); err != nil {
 			st.Status, st.Detail, st.Remedy = Fail, cfg.StateDir+" is not initialised (no "+keys.CheckFileName+")", "ironclaw init  (or point state_dir at your existing state)"
+		} else if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			st.Status, st.Detail, st.Remedy = Warn, fmt.Sprintf("%s has mode %04o: others may list it", cfg.StateDir, perm), "chmod 700 "+cfg.StateDir
 		} else {
-			st.Status, st.Detail = OK, cfg.StateDir+" is private (0700, ours, no symlinks)"
+			st.Status, st.Detail = OK, cfg.StateDir+" is private (0700, trusted owners, no symlinks)"
 		}
 	}
-	out = append(out, st)
 	rt := Check{Name: "runtime_dir", Needed: true}
-	err = fsguard.Check(cfg.RuntimeDir, o.UID)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	_, lerr = os.Lstat(cfg.RuntimeDir)
+	switch err := hostcheck.CheckDir(cfg.RuntimeDir, o.UID); {
+	case errors.Is(lerr, fs.ErrNotExist):
 		rt.Status, rt.Detail = OK, cfg.RuntimeDir+" does not exist yet; serve creates it 0700"
 	case err != nil:
-		rt.Status, rt.Detail = Fail, err.Error()
-		var p *fsguard.Problem
-		if errors.As(err, &p) {
-			rt.Detail, rt.Remedy = p.Path+" "+p.What, p.Remedy
-		}
+		rt.Status, rt.Detail, rt.Remedy = Fail, err.Error(), fixOf(err)
 	default:
-		rt.Status, rt.Detail = OK, cfg.RuntimeDir+" is private"
+		rt.Status, rt.Detail = OK, cfg.RuntimeDir+" can be trusted"
 	}
-	return append(out, rt)
+	return []Check{st, rt}
+}
+
+// fixOf picks the command out of a hostcheck refusal, which ends with it
+// ("…: chmod go-w /x"); otherwise the whole message says what to change.
+func fixOf(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		if tail := msg[i+2:]; strings.HasPrefix(tail, "chmod ") || strings.HasPrefix(tail, "chown ") {
+			return tail
+		}
+	}
+	return msg
 }
 
 // Disk thresholds for the state directory's filesystem: below minFree a
@@ -168,7 +174,7 @@ const (
 
 func checkDisk(o Options) Check {
 	dir := existingParent(o.Config.StateDir)
-	avail, total, err := fsguard.Free(dir)
+	avail, total, err := freeSpace(dir)
 	c := Check{Name: "disk", Needed: true}
 	if err != nil {
 		c.Status, c.Detail = Fail, err.Error()
@@ -204,7 +210,7 @@ func checkCustody(o Options) Check {
 			c.Remedy = fmt.Sprintf("chown %d %s && chmod 600 %s", o.UID, cfg.Keys.KeyFile, cfg.Keys.KeyFile)
 			return c
 		}
-		same, err := fsguard.SameFilesystem(cfg.Keys.KeyFile, existingParent(cfg.StateDir))
+		same, err := sameFilesystem(cfg.Keys.KeyFile, existingParent(cfg.StateDir))
 		if err == nil && same {
 			c.Status = Warn
 			c.Detail = "key file " + cfg.Keys.KeyFile + " is on the same filesystem as the state directory: a copy of the state directory yields nothing, but a stolen disk holds both the key and the sealed data"
@@ -258,4 +264,41 @@ func mib(b uint64) string {
 		return fmt.Sprintf("%d GiB", b>>30)
 	}
 	return fmt.Sprintf("%d MiB", b>>20)
+}
+
+// outboxTools are what sandbox.PrepareOutbox runs to give each session its
+// size-capped outbox filesystem; it looks only in these directories, never
+// $PATH (it runs them as root).
+var (
+	outboxTools   = []string{"mkfs.ext4", "e2fsck", "resize2fs"}
+	outboxToolDir = []string{"/usr/sbin", "/sbin"}
+	loopControl   = "/dev/loop-control"
+)
+
+// checkOutboxFS checks what every conversation's outbox filesystem needs:
+// e2fsprogs and loop devices. (The trivial sandbox above uses a plain
+// directory, so it does not cover this.)
+func checkOutboxFS() Check {
+	c := Check{Name: "outbox.fs", Needed: true}
+	for _, tool := range outboxTools {
+		found := false
+		for _, d := range outboxToolDir {
+			if fi, err := os.Stat(filepath.Join(d, tool)); err == nil && fi.Mode().IsRegular() {
+				found = true
+				break
+			}
+		}
+		if !found {
+			c.Status, c.Detail = Fail, tool+" is not in /usr/sbin or /sbin"
+			c.Remedy = "apt-get install e2fsprogs"
+			return c
+		}
+	}
+	if fi, err := os.Stat(loopControl); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		c.Status, c.Detail = Fail, loopControl+" is missing: no loop devices for the outbox images"
+		c.Remedy = "modprobe loop  (and echo loop > /etc/modules-load.d/ironclaw.conf to load it at boot)"
+		return c
+	}
+	c.Status, c.Detail = OK, "e2fsprogs and loop devices for the size-capped outbox filesystems"
+	return c
 }

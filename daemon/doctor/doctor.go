@@ -83,13 +83,13 @@ func Run(ctx context.Context, o Options) Report {
 		}
 		add(Check{Name: "sandbox.start", Status: Skip, Detail: "a trivial sandbox was not started: " + why, Needed: true})
 	}
+	add(checkOutboxFS())
 	add(checkDirs(o)...)
 	add(checkDisk(o))
 	add(checkCustody(o))
 	add(checkOllama(ctx, o)...)
-	if o.Config.Console.Tailnet {
-		add(Check{Name: "tailnet", Status: Skip, Detail: "console.tailnet is on; this doctor does not yet log in to the tailnet to check the node (check it with the console's own start-up log)"})
-	}
+	add(checkMatrix(ctx, o)...)
+	add(checkTailnet(o)...)
 	for _, c := range r.Checks {
 		if c.Status == Fail && c.Needed {
 			r.Broken = true

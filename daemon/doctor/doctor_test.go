@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -123,7 +124,7 @@ func expect(t *testing.T, r Report, name string, want Status) Check {
 func TestChecksPassOnAGoodMachine(t *testing.T) {
 	m := newMachine(t)
 	r := Run(context.Background(), m.opt)
-	for _, n := range []string{"cgroups", "cgroups.memory", "cgroups.cpu", "cgroups.pids", "agentd", "agentd.release", "agentd.pin", "state_dir", "runtime_dir", "ollama", "ollama.model"} {
+	for _, n := range []string{"cgroups", "cgroups.memory", "cgroups.cpu", "cgroups.pids", "agentd", "agentd.release", "agentd.pin", "state_dir", "runtime_dir", "ollama", "ollama.model", "outbox.fs"} {
 		expect(t, r, n, OK)
 	}
 	// The key file here is on the state's filesystem: a warning, not broken.
@@ -203,8 +204,13 @@ func TestStateDir(t *testing.T) {
 	m := newMachine(t)
 	os.Chmod(m.state, 0o777)
 	r := Run(context.Background(), m.opt)
-	if c := expect(t, r, "state_dir", Fail); c.Remedy != "chmod 700 "+m.state || !r.Broken {
+	if c := expect(t, r, "state_dir", Fail); c.Remedy != "chmod go-w "+m.state || !r.Broken {
 		t.Fatalf("world-writable state dir: %+v", c)
+	}
+	// Readable by others: serve starts, doctor warns.
+	os.Chmod(m.state, 0o755)
+	if c := expect(t, Run(context.Background(), m.opt), "state_dir", Warn); c.Remedy != "chmod 700 "+m.state {
+		t.Fatalf("group-readable state dir: %+v", c)
 	}
 	os.Chmod(m.state, 0o700)
 	os.Remove(filepath.Join(m.state, keys.CheckFileName))
@@ -215,8 +221,11 @@ func TestStateDir(t *testing.T) {
 	m.opt.Config.StateDir = filepath.Join(m.state, "nope")
 	expect(t, Run(context.Background(), m.opt), "state_dir", Fail)
 
-	os.Mkdir(m.opt.Config.RuntimeDir, 0o755)
-	expect(t, Run(context.Background(), m.opt), "runtime_dir", Fail)
+	os.Mkdir(m.opt.Config.RuntimeDir, 0o700)
+	os.Chmod(m.opt.Config.RuntimeDir, 0o777)
+	if c := expect(t, Run(context.Background(), m.opt), "runtime_dir", Fail); c.Remedy != "chmod go-w "+m.opt.Config.RuntimeDir {
+		t.Fatalf("world-writable runtime dir: %+v", c)
+	}
 	link := m.opt.Config.RuntimeDir + "l"
 	os.Symlink(m.state, link)
 	m.opt.Config.RuntimeDir = link
@@ -247,7 +256,7 @@ func TestOllama(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("<html>")) }))
 	defer srv.Close()
 	m.opt.Config.Model.OllamaURL = srv.URL
-	if c := expect(t, Run(context.Background(), m.opt), "ollama", Fail); !strings.Contains(c.Detail, "not Ollama") {
+	if c := expect(t, Run(context.Background(), m.opt), "ollama", Fail); !strings.Contains(c.Detail, "not the expected API") {
 		t.Fatalf("not ollama: %+v", c)
 	}
 }
@@ -280,6 +289,19 @@ func tmpfsAt(t *testing.T, dir, size string) {
 		t.Skipf("mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+}
+
+func TestSameFilesystemAndFree(t *testing.T) {
+	d := t.TempDir()
+	if same, err := sameFilesystem(d, filepath.Dir(d)); err != nil || !same {
+		t.Fatalf("same fs: %v %v", same, err)
+	}
+	if diff, err := sameFilesystem(d, "/proc"); err != nil || diff {
+		t.Fatalf("/proc on a temp dir's filesystem: %v %v", diff, err)
+	}
+	if avail, total, err := freeSpace(d); err != nil || total == 0 || avail > total {
+		t.Fatalf("free: %d %d %v", avail, total, err)
+	}
 }
 
 func TestDiskAndCustody(t *testing.T) {
@@ -344,5 +366,111 @@ func TestSandboxStart(t *testing.T) {
 	}
 	if dirs, _ := sandbox.CgroupDirs(sandbox.IDPrefix + strings.Repeat("0", 32)); len(dirs) != 0 {
 		t.Fatal("unexpected cgroups")
+	}
+}
+
+func TestOutboxFS(t *testing.T) {
+	if c := checkOutboxFS(); c.Status != OK {
+		t.Skipf("this machine lacks them: %+v", c)
+	}
+	saved := loopControl
+	loopControl = "/nonexistent/loop-control"
+	c := checkOutboxFS()
+	loopControl = saved
+	if c.Status != Fail || !strings.Contains(c.Remedy, "modprobe loop") {
+		t.Fatalf("%+v", c)
+	}
+	savedDirs := outboxToolDir
+	outboxToolDir = []string{t.TempDir()}
+	c = checkOutboxFS()
+	outboxToolDir = savedDirs
+	if c.Status != Fail || c.Remedy != "apt-get install e2fsprogs" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+// fakeHomeserver answers /versions and /whoami for one token.
+func fakeHomeserver(t *testing.T, token, user string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/_matrix/client/versions":
+			w.Write([]byte(`{"versions":["v1.1","v1.11"]}`))
+		case "/_matrix/client/v3/account/whoami":
+			if r.Header.Get("Authorization") != "Bearer "+token {
+				w.WriteHeader(http.StatusUnauthorized)
+				w.Write([]byte(`{"errcode":"M_UNKNOWN_TOKEN"}`))
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]string{"user_id": user})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestMatrix(t *testing.T) {
+	m := newMachine(t)
+	if r := Run(context.Background(), m.opt); slices.ContainsFunc(r.Checks, func(c Check) bool { return strings.HasPrefix(c.Name, "matrix") }) {
+		t.Fatal("matrix checked without [matrix]")
+	}
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	os.WriteFile(tok, []byte("syt_good\n"), 0o600)
+	mx := &m.opt.Config.Matrix
+	mx.Homeserver, mx.UserID, mx.AccessTokenFile = fakeHomeserver(t, "syt_good", "@bot:localhost"), "@bot:localhost", tok
+	r := Run(context.Background(), m.opt)
+	expect(t, r, "matrix", OK)
+	expect(t, r, "matrix.login", OK)
+
+	mx.UserID = "@other:localhost"
+	if c := expect(t, Run(context.Background(), m.opt), "matrix.login", Fail); !strings.Contains(c.Detail, "belongs to @bot:localhost") {
+		t.Fatalf("%+v", c)
+	}
+	mx.UserID = "@bot:localhost"
+	os.WriteFile(tok, []byte("syt_revoked\n"), 0o600)
+	if c := expect(t, Run(context.Background(), m.opt), "matrix.login", Fail); !strings.Contains(c.Remedy, "ironclaw matrix login") {
+		t.Fatalf("%+v", c)
+	}
+	os.Chmod(tok, 0o644)
+	expect(t, Run(context.Background(), m.opt), "matrix.login", Fail)
+
+	// A password file: checked for presence and mode, never sent.
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("hunter2hunter2\n"), 0o600)
+	mx.AccessTokenFile, mx.PasswordFile = "", pw
+	expect(t, Run(context.Background(), m.opt), "matrix.login", OK)
+
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	mx.Homeserver = "http://" + l.Addr().String()
+	l.Close()
+	r = Run(context.Background(), m.opt)
+	if expect(t, r, "matrix", Fail); !r.Broken {
+		t.Fatal("an unreachable configured homeserver is not broken")
+	}
+}
+
+func TestTailnet(t *testing.T) {
+	m := newMachine(t)
+	if r := Run(context.Background(), m.opt); slices.ContainsFunc(r.Checks, func(c Check) bool { return c.Name == "tailnet" }) {
+		t.Fatal("tailnet checked with the console on loopback")
+	}
+	m.opt.Config.Console.Tailnet = true
+	if c := expect(t, Run(context.Background(), m.opt), "tailnet", Fail); !strings.Contains(c.Remedy, "tailnet_auth_key_file") {
+		t.Fatalf("%+v", c)
+	}
+	key := filepath.Join(t.TempDir(), "authkey")
+	os.WriteFile(key, []byte("tskey-auth-x\n"), 0o644)
+	m.opt.Config.Console.TailnetAuthKeyFile = key
+	expect(t, Run(context.Background(), m.opt), "tailnet", Fail) // readable by others
+	os.Chmod(key, 0o600)
+	expect(t, Run(context.Background(), m.opt), "tailnet", OK)
+	m.opt.Config.Console.TailnetAuthKeyFile = ""
+	os.MkdirAll(filepath.Join(m.state, "tailnet"), 0o700)
+	os.WriteFile(filepath.Join(m.state, "tailnet", tailnetStateFile), []byte("{}"), 0o600)
+	if c := expect(t, Run(context.Background(), m.opt), "tailnet", OK); !strings.Contains(c.Detail, "joined before") {
+		t.Fatalf("%+v", c)
 	}
 }

@@ -83,9 +83,15 @@ func ollamaCall(ctx context.Context, c *http.Client, method, url string, body []
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return doJSON(c, req, out)
+}
+
+// doJSON sends req and decodes a 200 answer of at most maxOllamaBody bytes.
+func doJSON(c *http.Client, req *http.Request, out any) error {
+	method := req.Method
 	resp, err := c.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach Ollama: %w", err)
+		return fmt.Errorf("cannot reach %s: %w", req.URL.Host, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxOllamaBody))
@@ -93,10 +99,10 @@ func ollamaCall(ctx context.Context, c *http.Client, method, url string, body []
 		return fmt.Errorf("reading Ollama's answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: Ollama answered %s", method, req.URL.Path, resp.Status)
+		return fmt.Errorf("%s %s: answered %s", method, req.URL.Path, resp.Status)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("%s %s: not Ollama's API (%v)", method, req.URL.Path, err)
+		return fmt.Errorf("%s %s: not the expected API (%v)", method, req.URL.Path, err)
 	}
 	return nil
 }

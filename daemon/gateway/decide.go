@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/ironclaw/ironclaw/agentd/profile"
+	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/policy"
@@ -55,7 +56,8 @@ func (g *Gateway) Deny(ctx context.Context, id ID, actor string, hash [32]byte, 
 		}
 		if err := g.st.CloseChange(ctx, ch.ID, StateDenied, actor, note, "denied by "+actor); err != nil {
 			// The audit says denied; the request stays pending and the
-			// operator can deny it again.
+			// operator can deny it again. If this follow-up record fails
+			// too, the audit log counts it (ironclaw status).
 			_, _ = g.log.Append(audit.Record{Actor: actor, Action: ActionDeny, Subject: subj,
 				Decision: "denied", Result: "failed: not recorded"})
 			return 0, fmt.Errorf("gateway: %w", err)
@@ -100,7 +102,8 @@ func (g *Gateway) decide(ctx context.Context, id ID, actor string, hash [32]byte
 	return fn(&store.Change{ChangeSummary: cs})
 }
 
-// approveLocked opens and checks the request, then applies it.
+// approveLocked opens and checks the request, then applies it. One path
+// for profiles and rules: the target is picked once, by kind.
 func (g *Gateway) approveLocked(ctx context.Context, sum *store.Change, actor string, hash [32]byte) (uint64, error) {
 	ch, err := g.st.GetChange(ctx, sum.ID)
 	switch {
@@ -112,52 +115,93 @@ func (g *Gateway) approveLocked(ctx context.Context, sum *store.Change, actor st
 	if BindingHash(ch.ID, ch.Base, ch.Proposed) != ch.Binding {
 		return 0, g.closeLocked(ctx, sum, actor, StateRefused, "tampered: stored texts do not hash to the binding", ErrTampered)
 	}
-	if ch.Kind == store.KindRules {
-		return g.approveRulesLocked(ctx, &ch, actor, hash)
-	}
-	base, berr := profile.Parse(ch.Base)
-	proposed, perr := profile.Parse(ch.Proposed)
-	if berr != nil || perr != nil || !bytes.Equal(proposed.Canonical(), ch.Proposed) {
-		return 0, g.closeLocked(ctx, sum, actor, StateRefused, "tampered: stored texts are not canonical profiles", ErrTampered)
-	}
-	curVersion, cur, err := g.st.CurrentProfile(ctx, ch.Session)
+	t := g.targetOf(ch.Kind, ch.Session)
+	curVersion, curText, err := t.current(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("gateway: %w", err)
 	}
-	if curVersion != ch.BaseVersion || !bytes.Equal(cur.Canonical(), ch.Base) {
+	if curVersion != ch.BaseVersion || !bytes.Equal(curText, ch.Base) {
 		return 0, g.closeLocked(ctx, sum, actor, StateStale,
-			fmt.Sprintf("stale: profile is at version %d, request was made against %d", curVersion, ch.BaseVersion), ErrStale)
+			fmt.Sprintf("stale: %s is at version %d, request was made against %d", t.name(), curVersion, ch.BaseVersion), ErrStale)
 	}
 	// Policy again, with today's host facts and rules: a maximum lowered or
 	// a deny rule added since the request was made still holds.
-	d, err := policy.EvaluateContext(ctx, *g.host.Load(), g.rules.Load().set, policy.Change{
-		Kind: ch.Kind, Requester: ch.Requester, Base: base, Proposed: proposed, BaseVersion: ch.BaseVersion,
-	})
-	if err != nil {
+	d, err := t.decide(ctx, ch.Kind, ch.Requester, ch.BaseVersion, ch.Base, ch.Proposed)
+	switch {
+	case errors.Is(err, errNotCanonical):
+		return 0, g.closeLocked(ctx, sum, actor, StateRefused, "tampered: stored texts are not canonical", ErrTampered)
+	case err != nil:
 		return 0, err
-	}
-	if d.Outcome == policy.Deny {
+	case d.Outcome == policy.Deny:
 		return 0, g.closeLocked(ctx, sum, actor, StateRefused, "refused by policy: "+d.Rule,
 			fmt.Errorf("%w: rule %s", ErrRefused, d.Rule))
 	}
 	return g.applyLocked(ctx, &ch, actor, "approved", hash)
 }
 
-func (g *Gateway) approveRulesLocked(ctx context.Context, ch *store.Change, actor string, hash [32]byte) (uint64, error) {
-	cur := g.rules.Load()
-	if cur.version != ch.BaseVersion || !bytes.Equal(cur.text, ch.Base) {
-		return 0, g.closeLocked(ctx, ch, actor, StateStale,
-			fmt.Sprintf("stale: rules are at version %d, request was made against %d", cur.version, ch.BaseVersion), ErrStale)
+// errNotCanonical: a stored base or proposed text does not parse to
+// exactly itself.
+var errNotCanonical = errors.New("gateway: not a canonical text")
+
+// target is what a change request changes — a session's profile or the
+// operator rules — picked once by kind.
+type target interface {
+	name() string
+	// current is the version and canonical text now.
+	current(ctx context.Context) (uint64, []byte, error)
+	// decide parses base and proposed strictly (errNotCanonical) and asks
+	// policy about the change.
+	decide(ctx context.Context, kind, requester string, baseVersion uint64, base, proposed []byte) (policy.Decision, error)
+}
+
+func (g *Gateway) targetOf(kind string, session wire.SessionID) target {
+	if kind == store.KindRules {
+		return rulesTarget{g}
 	}
-	specs, err := policy.ParseRules(ch.Proposed)
+	return profileTarget{g, session}
+}
+
+type profileTarget struct {
+	g       *Gateway
+	session wire.SessionID
+}
+
+func (profileTarget) name() string { return "the profile" }
+
+func (t profileTarget) current(ctx context.Context) (uint64, []byte, error) {
+	v, p, err := t.g.st.CurrentProfile(ctx, t.session)
 	if err != nil {
-		return 0, g.closeLocked(ctx, ch, actor, StateRefused, "tampered: stored rules are not canonical", ErrTampered)
+		return 0, nil, err
 	}
-	if d := policy.EvaluateRules(ch.Requester, cur.specs, specs); d.Outcome == policy.Deny {
-		return 0, g.closeLocked(ctx, ch, actor, StateRefused, "refused by policy: "+d.Rule,
-			fmt.Errorf("%w: rule %s", ErrRefused, d.Rule))
+	return v, p.Canonical(), nil
+}
+
+func (t profileTarget) decide(ctx context.Context, kind, requester string, baseVersion uint64, base, proposed []byte) (policy.Decision, error) {
+	b, berr := profile.Parse(base)
+	p, perr := profile.Parse(proposed)
+	if berr != nil || perr != nil || !bytes.Equal(p.Canonical(), proposed) {
+		return policy.Decision{}, errNotCanonical
 	}
-	return g.applyLocked(ctx, ch, actor, "approved", hash)
+	return policy.EvaluateContext(ctx, *t.g.host.Load(), t.g.rules.Load().set, policy.Change{
+		Kind: kind, Requester: requester, Base: b, Proposed: p, BaseVersion: baseVersion,
+	})
+}
+
+type rulesTarget struct{ g *Gateway }
+
+func (rulesTarget) name() string { return "the rules" }
+
+func (t rulesTarget) current(context.Context) (uint64, []byte, error) {
+	cur := t.g.rules.Load()
+	return cur.version, cur.text, nil
+}
+
+func (t rulesTarget) decide(_ context.Context, _, requester string, _ uint64, _, proposed []byte) (policy.Decision, error) {
+	specs, err := policy.ParseRules(proposed)
+	if err != nil {
+		return policy.Decision{}, errNotCanonical
+	}
+	return policy.EvaluateRules(requester, t.g.rules.Load().specs, specs), nil
 }
 
 // closeLocked audits why an approval is refused, then closes the request in
@@ -187,11 +231,7 @@ func (g *Gateway) applyLocked(ctx context.Context, ch *store.Change, actor, deci
 		applied []byte
 		err     error
 	)
-	if ch.Kind == store.KindRules {
-		version, applied, err = g.st.ApplyRulesChange(ctx, ch.ID, hash, actor)
-	} else {
-		version, applied, err = g.st.ApplyProfileChange(ctx, ch.ID, hash, actor)
-	}
+	version, applied, err = g.st.ApplyChange(ctx, ch.ID, hash, actor)
 	if err != nil {
 		var (
 			to     State
@@ -234,6 +274,8 @@ func (g *Gateway) applyLocked(ctx context.Context, ch *store.Change, actor, deci
 	}
 	if ch.Kind != store.KindRules {
 		if err := g.applier.ProfileApplied(ctx, ch.Session, version, applied, needsRestart(ch.Base, applied)); err != nil {
+			// The error is returned either way; a failed record of it is
+			// counted by the audit log (ironclaw status).
 			_, _ = g.log.Append(audit.Record{Actor: "gateway", Action: ActionNotify, Subject: subj,
 				Decision: decision, Result: fmt.Sprintf("version %d applied, daemon not notified", version)})
 			errs = append(errs, fmt.Errorf("%w: %w", ErrNotify, err))

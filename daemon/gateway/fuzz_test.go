@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/ironclaw/ironclaw/agentd/profile"
@@ -9,9 +10,11 @@ import (
 )
 
 // FuzzSubmitAgentRequest feeds arbitrary bytes, as the decrypted body of an
-// agent's change-request row, through DecodeBody and Submit. Whatever they
-// are: no panic, and nothing is ever applied (there are no operator rules,
-// so only a human could apply anything).
+// agent's change-request row, through the production path: the strict
+// decoding every outbox row gets, then the function the supervisor's
+// ChangeSink calls (SubmitAgentChange). Whatever they are: no panic, and
+// nothing is ever applied (there are no operator rules, so only a human
+// could apply anything).
 func FuzzSubmitAgentRequest(f *testing.F) {
 	e := newEnv(f)
 	s := e.newSession()
@@ -23,7 +26,10 @@ func FuzzSubmitAgentRequest(f *testing.F) {
 	}
 	f.Add(agentBody(f, policy.KindInstructions, base, ""))
 	f.Fuzz(func(t *testing.T, body []byte) {
-		tk, err := e.gw.SubmitAgent(ctx, s, body)
+		tk, err := e.submitAgentBody(s, body)
+		if errors.Is(err, errUndecodable) {
+			return
+		}
 		if err == nil && tk.State != StatePending && tk.State != StateRefused {
 			t.Fatalf("agent request ended %s", tk.State)
 		}

@@ -206,8 +206,23 @@ func agentBody(t testing.TB, kind string, proposed []byte, reason string) []byte
 // agentAsk files an agent request for instructions text.
 func (e *env) agentAsk(s wire.SessionID, kind string, mutate func(*profile.Profile), reason string) (Ticket, error) {
 	e.t.Helper()
-	return e.gw.SubmitAgent(ctx, s, agentBody(e.t, kind, e.proposal(s, mutate), reason))
+	return e.submitAgentBody(s, agentBody(e.t, kind, e.proposal(s, mutate), reason))
 }
+
+// submitAgentBody takes an agent's change-request row body the way
+// production does: strictly decoded (as the outbox reader decodes every
+// row), then through the same gateway function the supervisor's ChangeSink
+// calls (SubmitAgentChange). A body that does not decode never reaches the
+// gateway: errUndecodable.
+func (e *env) submitAgentBody(s wire.SessionID, body []byte) (Ticket, error) {
+	b, err := wire.DecodeBody(wire.KindChangeRequest, body)
+	if err != nil {
+		return Ticket{}, errUndecodable
+	}
+	return e.gw.SubmitAgentChange(ctx, s, b.(wire.ChangeRequest))
+}
+
+var errUndecodable = errors.New("undecodable body: the outbox reader refuses it")
 
 func (e *env) mustPending(t Ticket, err error) Ticket {
 	e.t.Helper()

@@ -71,26 +71,19 @@ type Ticket struct {
 	AppliedVersion uint64
 }
 
-// SubmitAgent files a change request the agent of session wrote to its
-// outbox: body is the row's decrypted body, decoded here strictly
-// (wire.DecodeBody). The requester is the session's agent; nothing in the
-// body can name another.
-func (g *Gateway) SubmitAgent(ctx context.Context, session wire.SessionID, body []byte) (Ticket, error) {
-	requester := "agent:" + session.String()
-	b, err := wire.DecodeBody(wire.KindChangeRequest, body)
-	if err != nil {
-		return Ticket{}, g.refuseSubmit(requester, sessionSubject(session, "unknown"), "undecodable change request", ErrMalformed)
-	}
-	cr, ok := b.(wire.ChangeRequest)
-	if !ok {
-		return Ticket{}, g.refuseSubmit(requester, sessionSubject(session, "unknown"), "undecodable change request", ErrMalformed)
-	}
+// SubmitAgentChange files a change request the agent of session wrote to
+// its outbox (the row already verified and strictly decoded by the outbox
+// reader). The requester is the session's agent, from where the row was
+// found; nothing in the request can name another. This is the production
+// path (supervisor.ChangeSink) and the one FuzzSubmitAgentRequest drives.
+// A refusal is an outcome, audited here; the error says why.
+func (g *Gateway) SubmitAgentChange(ctx context.Context, session wire.SessionID, req wire.ChangeRequest) (Ticket, error) {
 	return g.Submit(ctx, Request{
 		Session:   session,
-		Kind:      cr.Change,
-		Requester: requester,
-		Reason:    cr.Reason,
-		Proposed:  []byte(cr.Proposed),
+		Kind:      req.Change,
+		Requester: "agent:" + session.String(),
+		Reason:    req.Reason,
+		Proposed:  []byte(req.Proposed),
 	})
 }
 

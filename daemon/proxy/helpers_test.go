@@ -27,7 +27,7 @@ const testModel = "scripted:1b"
 // harness is one session's proxy served on a real session socket, in front
 // of an upstream (a scripted server unless a test names another).
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	up       *ollamatest.Scripted
 	proxy    *Proxy
 	sock     string
@@ -47,7 +47,7 @@ type harnessOpt struct {
 	auditor     func(*audit.Log) Auditor
 }
 
-func newHarness(t *testing.T, o harnessOpt, replies ...ollamatest.Reply) *harness {
+func newHarness(t testing.TB, o harnessOpt, replies ...ollamatest.Reply) *harness {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ic")
 	if err != nil {
@@ -106,13 +106,19 @@ func (h *harness) setProfile(f func(p *profile.Profile)) {
 	f(&h.prof)
 }
 
-// chat makes a call through the agent's real provider.
+// chat makes a call for the profile's model through the agent's real
+// provider.
 func (h *harness) chat(msgs ...string) (model.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	h.profMu.Lock()
 	name := h.prof.Model
 	h.profMu.Unlock()
+	return h.chatAs(name, msgs...)
+}
+
+// chatAs makes a call for the named model.
+func (h *harness) chatAs(name string, msgs ...string) (model.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	req := model.Request{Model: name, NumCtx: 4096}
 	for _, m := range msgs {
 		req.Messages = append(req.Messages, model.Message{Role: model.RoleUser, Content: m})

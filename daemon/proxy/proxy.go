@@ -13,8 +13,9 @@
 // capped per session, and both sides have timeouts.
 //
 // Every forwarded call leaves one audit record (session, model, tokens,
-// duration, status), written before the agent gets the call's last line:
-// an answer that cannot be audited is not delivered. Every refusal is
+// duration, status), written before the agent gets the answer's final line
+// (the one with "done"): if the record cannot be written, the agent gets an
+// error line instead and its client fails the call. Every refusal is
 // audited as one of a few fixed classes (never the agent's text), which the
 // audit log folds into counted entries when repeated. Nothing here ever
 // logs or audits conversation content.

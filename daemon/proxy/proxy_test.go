@@ -160,7 +160,7 @@ func TestUpstreamDown(t *testing.T) {
 func TestModelNotAllowed(t *testing.T) {
 	h := newHarness(t, harnessOpt{}, ollamatest.Text("never"))
 	h.setProfile(func(p *profile.Profile) { p.Model = "other:7b" })
-	_, err := h.chat("x")
+	_, err := h.chatAs(testModel, "x")
 	if !errors.Is(err, model.ErrUnknownModel) || !strings.Contains(err.Error(), "other:7b") {
 		t.Fatalf("got %v", err)
 	}

@@ -44,7 +44,7 @@ func TestRealOllama(t *testing.T) {
 	t.Run("unknown model", func(t *testing.T) {
 		h.setProfile(func(p *profile.Profile) { p.Model = "not-pulled:1b" })
 		defer h.setProfile(func(p *profile.Profile) { p.Model = ollamatest.TinyModel })
-		_, err := h.chat("hi")
+		_, err := h.chatAs("not-pulled:1b", "hi")
 		if !errors.Is(err, model.ErrUnknownModel) || !strings.Contains(err.Error(), "not found") {
 			t.Fatalf("got %v, want ErrUnknownModel", err)
 		}
@@ -56,8 +56,20 @@ func TestRealOllama(t *testing.T) {
 			}
 		}
 	})
+	t.Run("preflight", func(t *testing.T) {
+		c := NewUpstreamClient(Limits{})
+		if err := Preflight(context.Background(), c, real.URL, ollamatest.TinyModel); err != nil {
+			t.Fatalf("the tiny model: %v", err)
+		}
+		if err := Preflight(context.Background(), c, real.URL, "qwen3:4b"); err == nil || !strings.Contains(err.Error(), "ollama pull qwen3:4b") {
+			t.Fatalf("a missing model: %v", err)
+		}
+	})
 	t.Run("upstream down", func(t *testing.T) {
 		real.Stop()
+		if err := Preflight(context.Background(), NewUpstreamClient(Limits{}), real.URL, ollamatest.TinyModel); err == nil || !strings.Contains(err.Error(), "ollama serve") {
+			t.Fatalf("preflight with the server down: %v", err)
+		}
 		_, err := h.chat("hi")
 		if !errors.Is(err, model.ErrUnavailable) {
 			t.Fatalf("got %v, want ErrUnavailable", err)

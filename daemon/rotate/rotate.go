@@ -38,6 +38,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
@@ -46,8 +47,27 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/store"
 )
 
-// JournalName is the rotation journal in the state directory.
-const JournalName = "rotate.json"
+// JournalName is the rotation journal in the state directory, and
+// LockName the lock a rotation and a recovery hold (flock), so that a daemon
+// starting during a rotation never "recovers" it from under it.
+const (
+	JournalName = "rotate.json"
+	LockName    = "rotate.lock"
+)
+
+// lock takes the rotation lock without waiting; release closes it.
+func lock(stateDir string) (release func(), err error) {
+	p := filepath.Join(stateDir, LockName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("rotate: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("rotate: a key rotation is running on %s (it holds %s); wait for it to finish: %w", stateDir, p, err)
+	}
+	return func() { f.Close() }, nil
+}
 
 // journal records a rotation in progress. Nothing in it is secret.
 type journal struct {
@@ -88,7 +108,12 @@ func Rotate(ctx context.Context, o Options) (Result, error) {
 	if step == nil {
 		step = func(string) {}
 	}
-	if _, err := Recover(o.StateDir, o.StorePath); err != nil {
+	unlock, err := lock(o.StateDir)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+	if _, err := recoverLocked(o.StateDir, o.StorePath); err != nil {
 		return Result{}, err
 	}
 	old, err := keys.Load(o.Old)
@@ -125,7 +150,7 @@ func Rotate(ctx context.Context, o Options) (Result, error) {
 	step("journal")
 	fail := func(err error) (Result, error) {
 		// Nothing committed: undo the staged files and the journal.
-		if _, rerr := Recover(o.StateDir, o.StorePath); rerr != nil {
+		if _, rerr := recoverLocked(o.StateDir, o.StorePath); rerr != nil {
 			err = errors.Join(err, rerr)
 		}
 		_, _ = lg.Append(audit.Record{Actor: o.Actor, Action: "keys.rotate", Subject: o.StateDir, Result: "failed, old key kept: " + err.Error()})
@@ -187,6 +212,20 @@ func finish(stateDir string, moves []keys.Move) error {
 // store's key epoch (see the package comment). It returns what it did: ""
 // (no rotation was pending), "rolled forward" or "rolled back".
 func Recover(stateDir, storePath string) (string, error) {
+	p := filepath.Join(stateDir, JournalName)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return "", nil // the common case: no lock file is created for nothing
+	}
+	unlock, err := lock(stateDir)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	return recoverLocked(stateDir, storePath)
+}
+
+// recoverLocked is Recover with the rotation lock held.
+func recoverLocked(stateDir, storePath string) (string, error) {
 	p := filepath.Join(stateDir, JournalName)
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {

@@ -346,3 +346,32 @@ func BenchmarkRotate(b *testing.B) {
 		}
 	})
 }
+
+// TestRecoverWaitsForARunningRotation: a daemon starting while a rotation
+// runs must not roll it back from under it (which would lose the new key).
+func TestRecoverWaitsForARunningRotation(t *testing.T) {
+	f := newFixture(t, 3)
+	kf := f.keyfileSource(f.keyFile)
+	o := f.options(kf, kf)
+	reached := make(chan struct{})
+	resume := make(chan struct{})
+	o.step = func(name string) {
+		if name == "staged" {
+			close(reached)
+			<-resume
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Rotate(context.Background(), o); done <- err }()
+	<-reached
+	if _, err := Recover(f.state, filepath.Join(f.state, "ironclaw.db")); err == nil || !strings.Contains(err.Error(), "rotation is running") {
+		t.Fatalf("recover during a rotation: %v", err)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.works(t, kf); err != nil {
+		t.Fatal(err)
+	}
+}

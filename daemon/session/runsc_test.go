@@ -65,7 +65,7 @@ func testRunsc(t testing.TB) (*sandbox.Runsc, string) {
 			return
 		}
 		agentdPath = filepath.Join(dir, "agentd")
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentdPath, "../../cmd/agentd")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentdPath, "../testdata/echo") // agentd's loop with agent.Echo
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building agentd: %v\n%s", err, out)

@@ -291,3 +291,38 @@ func TestRefusalsAreClasses(t *testing.T) {
 		t.Fatalf("2410 junk requests → %d refusals in %d distinct strings", total, len(got))
 	}
 }
+
+// The model handler gets every /api/ path and nothing else; without one,
+// /api/ is refused like any unknown path.
+func TestModelRouting(t *testing.T) {
+	var got []string
+	var mu sync.Mutex
+	model := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+		w.WriteHeader(http.StatusTeapot)
+	})
+	r := newRig(t, func(s *Session) { s.Model = model })
+	for path, want := range map[string]int{
+		"/api/chat":              http.StatusTeapot,
+		"/api/pull":              http.StatusTeapot, // the proxy refuses it itself
+		"/apichat":               http.StatusNotFound,
+		wire.PathOutboxCommitted: http.StatusOK,
+	} {
+		code, _, err := r.post(path, `{"seq":1}`)
+		if err != nil || code != want {
+			t.Errorf("%s: %d %v, want %d", path, code, err, want)
+		}
+	}
+	if len(got) != 2 {
+		t.Errorf("the model handler saw %v", got)
+	}
+	bare := newRig(t, nil)
+	if code, _, _ := bare.post("/api/chat", `{}`); code != http.StatusNotFound {
+		t.Errorf("no model handler: /api/chat answered %d", code)
+	}
+	if n := bare.refusals()[RefusedUnknownEndpoint]; n != 1 {
+		t.Errorf("no model handler: %d unknown-endpoint refusals", n)
+	}
+}

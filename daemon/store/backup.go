@@ -49,3 +49,37 @@ func syncFile(path string) error {
 	defer f.Close()
 	return f.Sync()
 }
+
+// SnapshotFile writes a consistent copy of another SQLite database of the
+// daemon's (the Matrix crypto store) to dst, from a read-only connection of
+// its own: one read transaction, so the copy is that database as of one
+// commit, while its owner keeps writing. dst must not exist.
+func SnapshotFile(ctx context.Context, src, dst string) error {
+	if err := prepareExisting(src); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(dst); !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("store: backup target %s already exists", dst)
+	}
+	c, err := sqlite.OpenConn(src, sqlite.OpenReadOnly)
+	if err != nil {
+		return fmt.Errorf("store: opening %s read-only: %w", src, err)
+	}
+	defer c.Close()
+	c.SetBusyTimeout(busyTimeout)
+	c.SetInterrupt(ctx.Done())
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: backup: %w", err)
+	}
+	f.Close()
+	err = sqlitex.Execute(c, "VACUUM INTO ?", &sqlitex.ExecOptions{Args: []any{dst}})
+	if err == nil {
+		err = syncFile(dst)
+	}
+	if err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("store: backup of %s: %w", src, err)
+	}
+	return nil
+}

@@ -24,10 +24,10 @@ import (
 
 // This file holds what the change gateway (daemon/gateway) stores: change
 // requests and the versions of the operator rules. The store enforces the
-// gateway's binding at the last moment: ApplyProfileChange and
-// ApplyRulesChange re-open the sealed bytes, recompute the binding hash and
-// compare it with the approver's, inside the same transaction that writes the
-// new version, so nothing read earlier can be swapped in between.
+// gateway's binding at the last moment: ApplyChange re-opens the sealed
+// bytes, recomputes the binding hash and compares it with the approver's,
+// inside the same transaction that writes the new version, so nothing read
+// earlier can be swapped in between.
 
 // ChangeIDSize is the length of a change request id in bytes; its text form
 // is twice as many lower-case hex digits.
@@ -687,21 +687,26 @@ func (s *Store) markApplied(c *sqlite.Conn, id ChangeID, version uint64, by stri
 	return err
 }
 
-// ApplyProfileChange applies a pending profile change request, in one
-// transaction, if and only if
+// ApplyChange applies a pending change request — of a session's profile or
+// of the operator rules, one path for both — in one transaction, if and
+// only if
 //
 //   - approved equals the request's stored binding, and the binding is the
 //     hash of the stored base and proposed texts (else ErrBindingMismatch);
-//   - the session is active and its current version is still the request's
-//     base version, with exactly the request's base text (else ErrStale);
-//   - the proposed text is a canonical profile.
+//   - what it changes is still exactly the request's base, version and text
+//     (else ErrStale), and for a profile the session is active;
+//   - the proposed text is a canonical profile (the store does not parse
+//     rules: the gateway checks that they parse and load before calling).
 //
 // It then stores exactly the proposed bytes as version base+1, makes it
 // current and marks the request applied by `by`, with the result "applied
-// as version N". On any failure nothing is
-// written; the caller decides how to close the request. It returns the new
-// version and the bytes applied.
-func (s *Store) ApplyProfileChange(ctx context.Context, id ChangeID, approved [32]byte, by string) (uint64, []byte, error) {
+// as version N". On any failure nothing is written; the caller decides how
+// to close the request. It returns the new version and the bytes applied.
+//
+// This is the only way a profile version after the first, or any rules
+// version, is written: there is no store method that writes one without an
+// approved request.
+func (s *Store) ApplyChange(ctx context.Context, id ChangeID, approved [32]byte, by string) (uint64, []byte, error) {
 	if err := checkShortText("actor", by, MaxChangeActorLen, false); err != nil {
 		return 0, nil, err
 	}
@@ -714,39 +719,27 @@ func (s *Store) ApplyProfileChange(ctx context.Context, id ChangeID, approved [3
 		if err != nil {
 			return err
 		}
-		if ch.Kind == KindRules {
-			return errors.New("a rules change is applied with ApplyRulesChange")
-		}
-		if err := activeSession(c, ch.Session); err != nil {
-			return err
-		}
-		cur, err := currentVersion(c, ch.Session)
+		t := s.targetOf(&ch)
+		cur, text, err := t.current(c)
 		if err != nil {
 			return err
 		}
 		if cur != ch.BaseVersion {
-			return fmt.Errorf("%w: current version is %d, change was made against %d", ErrStale, cur, ch.BaseVersion)
+			return fmt.Errorf("%w: %s is at version %d, change was made against %d", ErrStale, t.name(), cur, ch.BaseVersion)
 		}
-		curProfile, err := s.readProfile(c, ch.Session, cur)
-		if err != nil {
-			return err
+		// Version 0 (no rules yet) has no stored text; the gateway renders
+		// it as the empty rule set.
+		if cur != 0 && !bytes.Equal(text, ch.Base) {
+			return fmt.Errorf("%w: %s version %d is not the text the change was made against", ErrStale, t.name(), cur)
 		}
-		if !bytes.Equal(curProfile.Canonical(), ch.Base) {
-			return fmt.Errorf("%w: version %d is not the text the change was made against", ErrStale, cur)
-		}
-		if _, err := profile.Parse(ch.Proposed); err != nil {
+		if err := t.check(ch.Proposed); err != nil {
 			return fmt.Errorf("proposed text: %w", err)
 		}
 		next = cur + 1
-		if _, err := i64("profile version", next); err != nil {
+		if _, err := i64(t.name()+" version", next); err != nil {
 			return err
 		}
-		if err := insertProfile(c, &s.key, ch.Session, next, ch.Proposed, s.now().UnixNano()); err != nil {
-			return err
-		}
-		if err := sqlitex.Execute(c, "UPDATE sessions SET profile_version = ? WHERE id = ? AND profile_version = ?", &sqlitex.ExecOptions{
-			Args: []any{int64(next), ch.Session.String(), int64(cur)},
-		}); err != nil {
+		if err := t.put(c, cur, next, ch.Proposed, id); err != nil {
 			return err
 		}
 		applied = ch.Proposed
@@ -756,6 +749,75 @@ func (s *Store) ApplyProfileChange(ctx context.Context, id ChangeID, approved [3
 		return 0, nil, fmt.Errorf("store: applying change request %s: %w", id, err)
 	}
 	return next, applied, nil
+}
+
+// changeTarget is what a change request changes, picked once by its kind.
+type changeTarget interface {
+	name() string
+	// current is the version and canonical text now (version 0 and no text
+	// when there is none yet).
+	current(c *sqlite.Conn) (uint64, []byte, error)
+	// check refuses a proposed text the store can tell is not canonical.
+	check(proposed []byte) error
+	// put stores proposed as version next and makes it current, if the
+	// current version is still cur.
+	put(c *sqlite.Conn, cur, next uint64, proposed []byte, id ChangeID) error
+}
+
+func (s *Store) targetOf(ch *Change) changeTarget {
+	if ch.Kind == KindRules {
+		return rulesTarget{s}
+	}
+	return profileTarget{s, ch.Session}
+}
+
+type profileTarget struct {
+	s       *Store
+	session wire.SessionID
+}
+
+func (t profileTarget) name() string { return "profile of session " + t.session.String() }
+
+func (t profileTarget) current(c *sqlite.Conn) (uint64, []byte, error) {
+	if err := activeSession(c, t.session); err != nil {
+		return 0, nil, err
+	}
+	cur, err := currentVersion(c, t.session)
+	if err != nil {
+		return 0, nil, err
+	}
+	p, err := t.s.readProfile(c, t.session, cur)
+	if err != nil {
+		return 0, nil, err
+	}
+	return cur, p.Canonical(), nil
+}
+
+func (t profileTarget) check(proposed []byte) error {
+	_, err := profile.Parse(proposed)
+	return err
+}
+
+func (t profileTarget) put(c *sqlite.Conn, cur, next uint64, proposed []byte, _ ChangeID) error {
+	return putProfile(c, &t.s.key, t.session, cur, next, proposed, t.s.now().UnixNano())
+}
+
+type rulesTarget struct{ s *Store }
+
+func (rulesTarget) name() string { return "the rules" }
+
+func (t rulesTarget) current(c *sqlite.Conn) (uint64, []byte, error) { return t.s.currentRules(c) }
+
+func (rulesTarget) check([]byte) error { return nil }
+
+func (t rulesTarget) put(c *sqlite.Conn, _, next uint64, proposed []byte, id ChangeID) error {
+	sealed, err := sealColumn(&t.s.key, rulesVersionsTable, wire.SessionID{}, next, proposed)
+	if err != nil {
+		return err
+	}
+	return sqlitex.Execute(c, "INSERT INTO rules_versions (version, canonical, created, change_id) VALUES (?, ?, ?, ?)", &sqlitex.ExecOptions{
+		Args: []any{int64(next), sealed, t.s.now().UnixNano(), id.String()},
+	})
 }
 
 // CurrentRules returns the current version of the operator rules and its
@@ -798,61 +860,4 @@ func (s *Store) currentRules(c *sqlite.Conn) (uint64, []byte, error) {
 		return 0, nil, err
 	}
 	return uint64(version), text, nil
-}
-
-// ApplyRulesChange applies a pending change of the operator rules, with the
-// same checks as ApplyProfileChange: the approver's hash, the stored binding
-// and the stored texts agree, and the current rules are still exactly the
-// request's base (version and text; else ErrStale). It stores exactly the
-// proposed text as the next rules version. The store does not parse rules:
-// the gateway checks that the text parses and loads before calling.
-func (s *Store) ApplyRulesChange(ctx context.Context, id ChangeID, approved [32]byte, by string) (uint64, []byte, error) {
-	if err := checkShortText("actor", by, MaxChangeActorLen, false); err != nil {
-		return 0, nil, err
-	}
-	var (
-		next    uint64
-		applied []byte
-	)
-	err := s.write(ctx, func(c *sqlite.Conn) error {
-		ch, err := s.checkApproval(c, id, approved)
-		if err != nil {
-			return err
-		}
-		if ch.Kind != KindRules {
-			return errors.New("a profile change is applied with ApplyProfileChange")
-		}
-		cur, text, err := s.currentRules(c)
-		if err != nil {
-			return err
-		}
-		if cur != ch.BaseVersion {
-			return fmt.Errorf("%w: the rules are at version %d, change was made against %d", ErrStale, cur, ch.BaseVersion)
-		}
-		// Version 0 (no rules) has no stored text; the gateway renders it
-		// as the empty rule set.
-		if cur != 0 && !bytes.Equal(text, ch.Base) {
-			return fmt.Errorf("%w: rules version %d is not the text the change was made against", ErrStale, cur)
-		}
-		next = cur + 1
-		v, err := i64("rules version", next)
-		if err != nil {
-			return err
-		}
-		sealed, err := sealColumn(&s.key, rulesVersionsTable, wire.SessionID{}, next, ch.Proposed)
-		if err != nil {
-			return err
-		}
-		if err := sqlitex.Execute(c, "INSERT INTO rules_versions (version, canonical, created, change_id) VALUES (?, ?, ?, ?)", &sqlitex.ExecOptions{
-			Args: []any{v, sealed, s.now().UnixNano(), id.String()},
-		}); err != nil {
-			return err
-		}
-		applied = ch.Proposed
-		return s.markApplied(c, id, next, by)
-	})
-	if err != nil {
-		return 0, nil, fmt.Errorf("store: applying rules change %s: %w", id, err)
-	}
-	return next, applied, nil
 }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -99,7 +101,7 @@ func TestChangeSealedToItsRow(t *testing.T) {
 	if _, err := s.GetChange(ctx, b.ID); !errors.Is(err, ErrSealed) {
 		t.Fatalf("value moved between columns: %v, want ErrSealed", err)
 	}
-	if _, _, err := s.ApplyProfileChange(ctx, a.ID, a.Binding, "operator:local:root"); !errors.Is(err, ErrSealed) {
+	if _, _, err := s.ApplyChange(ctx, a.ID, a.Binding, "operator:local:root"); !errors.Is(err, ErrSealed) {
 		t.Fatalf("applying a tampered request: %v", err)
 	}
 	if v, _, _ := s.CurrentProfile(ctx, id); v != 1 {
@@ -117,13 +119,13 @@ func TestApplyProfileChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := s.ApplyProfileChange(ctx, a.ID, b.Binding, "operator:local:root"); !errors.Is(err, ErrBindingMismatch) {
+	if _, _, err := s.ApplyChange(ctx, a.ID, b.Binding, "operator:local:root"); !errors.Is(err, ErrBindingMismatch) {
 		t.Fatalf("wrong hash: %v", err)
 	}
 	if v, _, _ := s.CurrentProfile(ctx, id); v != 1 {
 		t.Fatal("applied with a wrong hash")
 	}
-	v, applied, err := s.ApplyProfileChange(ctx, a.ID, a.Binding, "operator:local:root")
+	v, applied, err := s.ApplyChange(ctx, a.ID, a.Binding, "operator:local:root")
 	if err != nil || v != 2 || !bytes.Equal(applied, a.Proposed) {
 		t.Fatalf("apply: %d %v", v, err)
 	}
@@ -134,10 +136,10 @@ func TestApplyProfileChange(t *testing.T) {
 	if cs.State != ChangeApplied || cs.AppliedVersion != 2 || cs.DecidedBy != "operator:local:root" {
 		t.Fatalf("after apply: %+v", cs)
 	}
-	if _, _, err := s.ApplyProfileChange(ctx, a.ID, a.Binding, "operator:local:root"); !errors.Is(err, ErrNotPending) {
+	if _, _, err := s.ApplyChange(ctx, a.ID, a.Binding, "operator:local:root"); !errors.Is(err, ErrNotPending) {
 		t.Fatalf("applying twice: %v", err)
 	}
-	if _, _, err := s.ApplyProfileChange(ctx, b.ID, b.Binding, "operator:local:root"); !errors.Is(err, ErrStale) {
+	if _, _, err := s.ApplyChange(ctx, b.ID, b.Binding, "operator:local:root"); !errors.Is(err, ErrStale) {
 		t.Fatalf("stale: %v", err)
 	}
 	if err := s.CloseChange(ctx, b.ID, ChangeStale, "gateway", "", "stale"); err != nil {
@@ -168,13 +170,13 @@ func TestRulesVersions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if v, _, err := s.ApplyRulesChange(ctx, a.ID, a.Binding, "operator:local:root"); err != nil || v != 1 {
+	if v, _, err := s.ApplyChange(ctx, a.ID, a.Binding, "operator:local:root"); err != nil || v != 1 {
 		t.Fatal(v, err)
 	}
 	if v, text, _ := s.CurrentRules(ctx); v != 1 || string(text) != "one\n" {
 		t.Fatalf("rules now %d %q", v, text)
 	}
-	if _, _, err := s.ApplyRulesChange(ctx, b.ID, b.Binding, "operator:local:root"); !errors.Is(err, ErrStale) {
+	if _, _, err := s.ApplyChange(ctx, b.ID, b.Binding, "operator:local:root"); !errors.Is(err, ErrStale) {
 		t.Fatalf("stale rules change: %v", err)
 	}
 	if l, _ := s.ListChanges(ctx, ChangeFilter{Rules: true}); len(l) != 2 {
@@ -240,5 +242,22 @@ func TestEraseTakesChangeRequests(t *testing.T) {
 	c := rawConn(t, path)
 	if n := rawInt(t, c, "SELECT count(*) FROM change_requests WHERE session_id = '"+id.String()+"'"); n != 0 {
 		t.Fatalf("%d rows left", n)
+	}
+}
+
+// No exported method writes a profile version but ApplyChange (for an
+// approved request) and CreateSession (the first version): a new writer
+// added to the store's API fails here until it is justified.
+func TestNoUnapprovedProfileWriter(t *testing.T) {
+	allowed := map[string]bool{
+		"ApplyChange": true, "CreateSession": true, // the writers
+		"Profile": true, "CurrentProfile": true, // readers
+	}
+	typ := reflect.TypeOf(&Store{})
+	for i := range typ.NumMethod() {
+		name := typ.Method(i).Name
+		if (strings.Contains(name, "Profile") || strings.HasPrefix(name, "Apply")) && !allowed[name] {
+			t.Errorf("store method %s may write a profile version without an approval", name)
+		}
 	}
 }

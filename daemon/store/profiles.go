@@ -79,11 +79,11 @@ func (s *Store) CurrentProfile(ctx context.Context, id wire.SessionID) (uint64, 
 	return version, p, nil
 }
 
-// PutProfileVersion stores p as version base+1 and makes it current, if and
-// only if the current version is still base. Otherwise it fails with
-// ErrStale and writes nothing: the caller (the gateway) must re-read,
-// re-diff and get a fresh approval, never rebase an approved change silently.
-func (s *Store) PutProfileVersion(ctx context.Context, id wire.SessionID, base uint64, p profile.Profile) (uint64, error) {
+// putProfileVersion stores p as version base+1 and makes it current, if and
+// only if the current version is still base (else ErrStale). Unexported on
+// purpose: outside this package a profile version is written only by
+// ApplyChange, for an approved request. Tests move profiles with it.
+func (s *Store) putProfileVersion(ctx context.Context, id wire.SessionID, base uint64, p profile.Profile) (uint64, error) {
 	canon, err := canonical(p)
 	if err != nil {
 		return 0, err
@@ -103,17 +103,26 @@ func (s *Store) PutProfileVersion(ctx context.Context, id wire.SessionID, base u
 		if cur != base {
 			return fmt.Errorf("%w: current version is %d, change was made against %d", ErrStale, cur, base)
 		}
-		if err := insertProfile(c, &s.key, id, next, canon, s.now().UnixNano()); err != nil {
-			return err
-		}
-		return sqlitex.Execute(c, "UPDATE sessions SET profile_version = ? WHERE id = ? AND profile_version = ?", &sqlitex.ExecOptions{
-			Args: []any{int64(next), id.String(), int64(base)},
-		})
+		return putProfile(c, &s.key, id, base, next, canon, s.now().UnixNano())
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: storing profile version %d of session %s: %w", next, id, err)
 	}
 	return next, nil
+}
+
+// putProfile inserts version next and moves the session to it from cur.
+func putProfile(c *sqlite.Conn, key *[32]byte, id wire.SessionID, cur, next uint64, canon []byte, now int64) error {
+	if err := insertProfile(c, key, id, next, canon, now); err != nil {
+		return err
+	}
+	err := sqlitex.Execute(c, "UPDATE sessions SET profile_version = ? WHERE id = ? AND profile_version = ?", &sqlitex.ExecOptions{
+		Args: []any{int64(next), id.String(), int64(cur)},
+	})
+	if err == nil && c.Changes() != 1 {
+		err = fmt.Errorf("%w: the session moved from version %d", ErrStale, cur)
+	}
+	return err
 }
 
 func currentVersion(c *sqlite.Conn, id wire.SessionID) (uint64, error) {

@@ -66,83 +66,130 @@ func recordSeal(kind string, mac []byte) (string, uint64) {
 	return "records/" + kind, binary.BigEndian.Uint64(mac)
 }
 
-// ApplyMemory applies a memory operation the agent wrote.
+// RecordOp is one operation on a session's records: put Value (a
+// wire.Memory, wire.Note or wire.Schedule) under Name, or remove Name when
+// Value is nil.
+type RecordOp struct {
+	Kind  string
+	Name  string
+	Value any
+	// Due is a schedule's next firing (unix seconds); nil for other kinds.
+	Due *int64
+}
+
+// OpFromBody turns an outbox operation row into a RecordOp.
+func OpFromBody(b any) (RecordOp, bool) {
+	switch op := b.(type) {
+	case wire.MemoryOp:
+		if op.Op == wire.OpRemove {
+			return RecordOp{Kind: RecordMemory, Name: op.Key}, true
+		}
+		return RecordOp{Kind: RecordMemory, Name: op.Key, Value: wire.Memory{Key: op.Key, Text: op.Text}}, true
+	case wire.NoteOp:
+		if op.Op == wire.OpRemove {
+			return RecordOp{Kind: RecordNote, Name: op.Name}, true
+		}
+		return RecordOp{Kind: RecordNote, Name: op.Name, Value: wire.Note{Name: op.Name, Text: op.Text}}, true
+	case wire.ScheduleOp:
+		if op.Op == wire.OpCancel {
+			return RecordOp{Kind: RecordSchedule, Name: op.ID}, true
+		}
+		at := op.At
+		return RecordOp{Kind: RecordSchedule, Name: op.ID, Value: wire.Schedule{ID: op.ID, At: op.At, Every: op.Every, Text: op.Text}, Due: &at}, true
+	}
+	return RecordOp{}, false
+}
+
+// ApplyMemory applies one memory operation.
 func (s *Store) ApplyMemory(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.MemoryOp) error {
-	if op.Op == wire.OpRemove {
-		return s.deleteRecord(ctx, id, key, RecordMemory, op.Key)
-	}
-	return s.putRecord(ctx, id, key, RecordMemory, op.Key, wire.Memory{Key: op.Key, Text: op.Text}, nil)
+	return s.applyOne(ctx, id, key, op)
 }
 
-// ApplyNote applies a note operation the agent wrote.
+// ApplyNote applies one note operation.
 func (s *Store) ApplyNote(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.NoteOp) error {
-	if op.Op == wire.OpRemove {
-		return s.deleteRecord(ctx, id, key, RecordNote, op.Name)
-	}
-	return s.putRecord(ctx, id, key, RecordNote, op.Name, wire.Note{Name: op.Name, Text: op.Text}, nil)
+	return s.applyOne(ctx, id, key, op)
 }
 
-// ApplySchedule applies a schedule operation the agent wrote.
+// ApplySchedule applies one schedule operation.
 func (s *Store) ApplySchedule(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.ScheduleOp) error {
-	if op.Op == wire.OpCancel {
-		return s.deleteRecord(ctx, id, key, RecordSchedule, op.ID)
-	}
-	sc := wire.Schedule{ID: op.ID, At: op.At, Every: op.Every, Text: op.Text}
-	return s.putRecord(ctx, id, key, RecordSchedule, op.ID, sc, &sc.At)
+	return s.applyOne(ctx, id, key, op)
 }
 
-func (s *Store) putRecord(ctx context.Context, id wire.SessionID, key *wire.Key, kind, name string, v any, due *int64) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
+func (s *Store) applyOne(ctx context.Context, id wire.SessionID, key *wire.Key, b any) error {
+	op, _ := OpFromBody(b)
+	refused, err := s.ApplyRecordOps(ctx, id, key, []RecordOp{op})
+	if err == nil && refused > 0 {
+		err = fmt.Errorf("store: keeping a %s of session %s: %w", op.Kind, id, ErrFull)
 	}
-	mac := nameMAC(key, kind, name)
-	table, rowKey := recordSeal(kind, mac)
-	sealed, err := sealColumn((*[32]byte)(key), table, id, rowKey, body)
-	if err != nil {
-		return err
+	return err
+}
+
+// ApplyRecordOps applies ops in order, in one transaction (so a flood of
+// operations costs one commit, not one each). A put that would take a kind
+// past its cap is skipped and counted in refused; the rest apply.
+func (s *Store) ApplyRecordOps(ctx context.Context, id wire.SessionID, key *wire.Key, ops []RecordOp) (refused int, err error) {
+	type prepared struct {
+		op     RecordOp
+		mac    []byte
+		sealed []byte
 	}
-	var dueArg any
-	if due != nil {
-		dueArg = *due
+	prep := make([]prepared, 0, len(ops))
+	for _, op := range ops {
+		p := prepared{op: op, mac: nameMAC(key, op.Kind, op.Name)}
+		if op.Value != nil {
+			body, err := json.Marshal(op.Value)
+			if err != nil {
+				return 0, err
+			}
+			table, rowKey := recordSeal(op.Kind, p.mac)
+			if p.sealed, err = sealColumn((*[32]byte)(key), table, id, rowKey, body); err != nil {
+				return 0, err
+			}
+		}
+		prep = append(prep, p)
 	}
+	now := s.now().UnixNano()
 	err = s.write(ctx, func(c *sqlite.Conn) error {
+		refused = 0
 		if err := activeSession(c, id); err != nil {
 			return err
 		}
-		var n, exists int64
-		err := sqlitex.Execute(c, "SELECT count(*), coalesce(sum(name_mac = ?), 0) FROM records WHERE session_id = ? AND kind = ?", &sqlitex.ExecOptions{
-			Args:       []any{mac, id.String(), kind},
-			ResultFunc: func(st *sqlite.Stmt) error { n, exists = st.ColumnInt64(0), st.ColumnInt64(1); return nil },
-		})
-		if err != nil {
-			return err
+		for _, p := range prep {
+			if p.sealed == nil {
+				if err := sqlitex.Execute(c, "DELETE FROM records WHERE session_id = ? AND kind = ? AND name_mac = ?",
+					&sqlitex.ExecOptions{Args: []any{id.String(), p.op.Kind, p.mac}}); err != nil {
+					return err
+				}
+				continue
+			}
+			var n, exists int64
+			err := sqlitex.Execute(c, "SELECT count(*), coalesce(sum(name_mac = ?), 0) FROM records WHERE session_id = ? AND kind = ?", &sqlitex.ExecOptions{
+				Args:       []any{p.mac, id.String(), p.op.Kind},
+				ResultFunc: func(st *sqlite.Stmt) error { n, exists = st.ColumnInt64(0), st.ColumnInt64(1); return nil },
+			})
+			if err != nil {
+				return err
+			}
+			if exists == 0 && n >= int64(recordCap(p.op.Kind)) {
+				refused++
+				continue
+			}
+			var due any
+			if p.op.Due != nil {
+				due = *p.op.Due
+			}
+			if err := sqlitex.Execute(c, `INSERT INTO records (session_id, kind, name_mac, sealed, due, updated) VALUES (?, ?, ?, ?, ?, ?)
+				ON CONFLICT (session_id, kind, name_mac) DO UPDATE SET sealed = excluded.sealed, due = excluded.due, updated = excluded.updated`,
+				&sqlitex.ExecOptions{Args: []any{id.String(), p.op.Kind, p.mac, p.sealed, due, now}}); err != nil {
+				return err
+			}
 		}
-		if exists == 0 && n >= int64(recordCap(kind)) {
-			return fmt.Errorf("%w: %d %s records", ErrFull, n, kind)
-		}
-		return sqlitex.Execute(c, `INSERT INTO records (session_id, kind, name_mac, sealed, due, updated) VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (session_id, kind, name_mac) DO UPDATE SET sealed = excluded.sealed, due = excluded.due, updated = excluded.updated`,
-			&sqlitex.ExecOptions{Args: []any{id.String(), kind, mac, sealed, dueArg, s.now().UnixNano()}})
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: keeping a %s of session %s: %w", kind, id, err)
+		return 0, fmt.Errorf("store: applying record operations of session %s: %w", id, err)
 	}
-	return nil
-}
-
-func (s *Store) deleteRecord(ctx context.Context, id wire.SessionID, key *wire.Key, kind, name string) error {
-	err := s.write(ctx, func(c *sqlite.Conn) error {
-		if err := activeSession(c, id); err != nil {
-			return err
-		}
-		return sqlitex.Execute(c, "DELETE FROM records WHERE session_id = ? AND kind = ? AND name_mac = ?",
-			&sqlitex.ExecOptions{Args: []any{id.String(), kind, nameMAC(key, kind, name)}})
-	})
-	if err != nil {
-		return fmt.Errorf("store: deleting a %s of session %s: %w", kind, id, err)
-	}
-	return nil
+	return refused, nil
 }
 
 // Records returns what the session's agent keeps, sorted by name (schedules

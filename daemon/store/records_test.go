@@ -140,3 +140,30 @@ func TestDueSchedules(t *testing.T) {
 		t.Fatal("an erased session's schedule is due")
 	}
 }
+
+// A flood of operations in one delivery is one transaction and stops at the
+// cap: a hostile agent cannot grow the store or hold its one connection
+// for a commit per row.
+func TestRecordOpsFloodIsCapped(t *testing.T) {
+	s, path, _ := openTest(t)
+	ctx := context.Background()
+	id, _ := mustCreate(t, s, "console:a")
+	key := sessionKey(t)
+	var ops []RecordOp
+	for i := range 5000 {
+		op, _ := OpFromBody(wire.MemoryOp{Op: wire.OpSet, Key: fmt.Sprintf("k%d", i), Text: "flood"})
+		ops = append(ops, op)
+	}
+	refused, err := s.ApplyRecordOps(ctx, id, key, ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused != 5000-wire.MaxMemoryItems {
+		t.Fatalf("refused %d", refused)
+	}
+	s.Close()
+	c := rawConn(t, path)
+	if n := rawInt(t, c, "SELECT count(*) FROM records"); n != wire.MaxMemoryItems {
+		t.Fatalf("%d records kept", n)
+	}
+}

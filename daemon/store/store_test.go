@@ -350,8 +350,8 @@ func TestSessionCRUD(t *testing.T) {
 	if err := s.RecordIntent(ctx, a, 1, "t1"); !errors.Is(err, ErrErased) {
 		t.Errorf("RecordIntent of erased: %v", err)
 	}
-	if _, err := s.PutProfileVersion(ctx, a, 0, testProfile("")); !errors.Is(err, ErrErased) {
-		t.Errorf("PutProfileVersion of erased: %v", err)
+	if _, err := s.putProfileVersion(ctx, a, 0, testProfile("")); !errors.Is(err, ErrErased) {
+		t.Errorf("putProfileVersion of erased: %v", err)
 	}
 	if _, err := s.SessionByBinding(ctx, "console:local"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("SessionByBinding finds an erased session: %v", err)
@@ -419,16 +419,16 @@ func TestProfileCAS(t *testing.T) {
 		t.Fatalf("CurrentProfile = %d, %v", v, err)
 	}
 	p2 := testProfile("version two")
-	nv, err := s.PutProfileVersion(ctx, id, 1, p2)
+	nv, err := s.putProfileVersion(ctx, id, 1, p2)
 	if err != nil || nv != 2 {
-		t.Fatalf("PutProfileVersion = %d, %v", nv, err)
+		t.Fatalf("putProfileVersion = %d, %v", nv, err)
 	}
 	// A change made against version 1 is now stale: refused, nothing written.
-	_, err = s.PutProfileVersion(ctx, id, 1, testProfile("lost update"))
+	_, err = s.putProfileVersion(ctx, id, 1, testProfile("lost update"))
 	if !errors.Is(err, ErrStale) {
-		t.Fatalf("stale PutProfileVersion: %v, want ErrStale", err)
+		t.Fatalf("stale putProfileVersion: %v, want ErrStale", err)
 	}
-	if _, err := s.PutProfileVersion(ctx, id, 5, testProfile("future base")); !errors.Is(err, ErrStale) {
+	if _, err := s.putProfileVersion(ctx, id, 5, testProfile("future base")); !errors.Is(err, ErrStale) {
 		t.Fatalf("future base: %v, want ErrStale", err)
 	}
 	v, cur, err := s.CurrentProfile(ctx, id)
@@ -642,7 +642,7 @@ func TestSealedProfileNotInFiles(t *testing.T) {
 	if err := s.CreateSession(ctx, id, "console:local", randBytes(t, 73), testProfile("first "+marker)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PutProfileVersion(ctx, id, 1, testProfile("second "+marker+"\nline two")); err != nil {
+	if _, err := s.putProfileVersion(ctx, id, 1, testProfile("second "+marker+"\nline two")); err != nil {
 		t.Fatal(err)
 	}
 	_, p, err := s.CurrentProfile(ctx, id)
@@ -669,7 +669,7 @@ func TestSealedValueBoundToItsRow(t *testing.T) {
 	ctx := context.Background()
 	a, _ := mustCreate(t, s, "console:a")
 	b, _ := mustCreate(t, s, "console:b")
-	if _, err := s.PutProfileVersion(ctx, a, 1, testProfile("a two")); err != nil {
+	if _, err := s.putProfileVersion(ctx, a, 1, testProfile("a two")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -814,7 +814,7 @@ func TestConcurrentUse(t *testing.T) {
 					errs <- err
 					return
 				}
-				nv, err := s.PutProfileVersion(ctx, shared, base, testProfile(fmt.Sprint("v", base+1)))
+				nv, err := s.putProfileVersion(ctx, shared, base, testProfile(fmt.Sprint("v", base+1)))
 				if errors.Is(err, ErrStale) {
 					continue
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ironclaw/ironclaw/daemon/queue"
@@ -60,17 +61,17 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 	if err != nil {
 		return err
 	}
-	// Audit before acting: the start is recorded before runsc is called, and
-	// no sandbox starts if it cannot be.
-	what := "starting"
+	// Audit before acting: the start is recorded ("sandbox.starting") before
+	// runsc is called, and no sandbox starts if it cannot be; the outcome is
+	// "sandbox.start".
+	result := "started"
 	if restart {
-		what = fmt.Sprintf("restarting after %d exit(s) within %v", len(c.exits), s.cfg.CrashLoopWindow)
+		result = fmt.Sprintf("restarted after %d exit(s) within %v", len(c.exits), s.cfg.CrashLoopWindow)
 	}
-	if aerr := s.audit("daemon", "sandbox.start", c.id.String(), "", what); aerr != nil {
+	if aerr := s.audit("daemon", "sandbox.starting", c.id.String(), "", strings.Replace(result, "started", "starting", 1)); aerr != nil {
 		return fmt.Errorf("supervisor: audit: %w", aerr)
 	}
 	box, err := s.startPlan(ctx, c, plan)
-	result := "started"
 	if err != nil {
 		result = "failed: " + auditReason(err)
 	}

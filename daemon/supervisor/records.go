@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -19,47 +18,49 @@ import (
 // daemon writes a State row with all of it, and the handshake tells the
 // agent where to resume, so a lost outbox loses nothing.
 
-// CursorInboxHandled is the store cursor naming the last inbox row the
-// agent recorded as handled (from its Progress rows).
-const CursorInboxHandled = "inbox.handled"
-
-// applyRecords applies the record operations among rows, and the agent's
-// progress, before the outbox cursor moves past them: each is idempotent,
-// so a failure leaves the rows to be offered again and nothing is lost.
-// A session at its cap is refused (audited), not retried.
+// applyRecords applies the record operations among rows, in one store
+// transaction, before the outbox cursor moves past them: each is
+// idempotent, so a failure leaves the rows to be offered again and nothing
+// is lost. Only the last operation on each name counts (a flood of writes to
+// one key costs one), and puts past a session's cap are refused and audited,
+// not retried.
 func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row) error {
-	actor, subject := "agent:"+c.id.String(), c.id.String()
-	var handled uint64
+	type name struct{ kind, name string }
+	last := map[name]int{}
+	var ops []store.RecordOp
+	added := false
 	for _, r := range rows {
-		var err error
-		switch b := r.Body.(type) {
-		case wire.MemoryOp:
-			err = s.cfg.Store.ApplyMemory(ctx, c.id, c.key, b)
-		case wire.NoteOp:
-			err = s.cfg.Store.ApplyNote(ctx, c.id, c.key, b)
-		case wire.ScheduleOp:
-			err = s.cfg.Store.ApplySchedule(ctx, c.id, c.key, b)
-			if err == nil && b.Op == wire.OpAdd && s.cfg.Schedules != nil {
-				s.cfg.Schedules.Changed()
-			}
-		case wire.Progress:
-			handled = max(handled, min(b.Inbox, c.wall.InboxHead()))
+		op, ok := store.OpFromBody(r.Body)
+		if !ok {
+			continue
 		}
-		if errors.Is(err, store.ErrFull) {
-			err = s.cfg.Audit.Refuse(actor, "records.refused", subject, r.Body.Kind().String()+" at the session's cap")
+		if i, seen := last[name{op.Kind, op.Name}]; seen {
+			ops[i] = store.RecordOp{} // superseded
 		}
-		if err != nil {
+		last[name{op.Kind, op.Name}] = len(ops)
+		ops = append(ops, op)
+		added = added || op.Kind == store.RecordSchedule && op.Value != nil
+	}
+	kept := ops[:0]
+	for _, op := range ops {
+		if op.Kind != "" {
+			kept = append(kept, op)
+		}
+	}
+	if len(kept) == 0 {
+		return nil
+	}
+	refused, err := s.cfg.Store.ApplyRecordOps(ctx, c.id, c.key, kept)
+	if err != nil {
+		return err
+	}
+	if refused > 0 {
+		if err := s.cfg.Audit.Refuse("agent:"+c.id.String(), "records.refused", c.id.String(), "records at the session's cap"); err != nil {
 			return err
 		}
 	}
-	if handled > 0 {
-		cur, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled)
-		if err != nil {
-			return err
-		}
-		if handled > cur {
-			return s.cfg.Store.SetCursor(ctx, c.id, CursorInboxHandled, handled)
-		}
+	if added && s.cfg.Schedules != nil {
+		s.cfg.Schedules.Changed()
 	}
 	return nil
 }
@@ -122,7 +123,7 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	handled, err := s.cfg.Store.Cursor(ctx, c.id, CursorInboxHandled)
+	handled, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed)
 	if err != nil {
 		return nil, err
 	}

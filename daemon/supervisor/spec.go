@@ -25,8 +25,12 @@ type Plan struct {
 // the containment tests and benchmarks use it so that they test the real wall. Every limit
 // is the smaller of the profile's and the host's maximum.
 func (s *Supervisor) SandboxPlan(id wire.SessionID, p profile.Profile, handshake []byte) (Plan, error) {
-	if p.AgentDigest != s.cfg.AgentDigest {
-		return Plan{}, fmt.Errorf("supervisor: session %s pins agent %s but the installed %s is %s: running another binary is a software change; propose it with `ironclaw changes propose --session %s --kind software`", id, p.AgentDigest, s.cfg.AgentBinary, s.cfg.AgentDigest, id)
+	installed, err := s.installed()
+	if err != nil {
+		return Plan{}, err
+	}
+	if p.AgentDigest != installed {
+		return Plan{}, fmt.Errorf("supervisor: session %s pins agent %s but the installed %s is %s: running another binary is a software change; propose it with `ironclaw changes propose --session %s --kind software`", id, p.AgentDigest, s.cfg.AgentBinary, installed, id)
 	}
 	l := p.Limits
 	return Plan{
@@ -35,7 +39,7 @@ func (s *Supervisor) SandboxPlan(id wire.SessionID, p profile.Profile, handshake
 			ID:          sandbox.IDPrefix + id.String(),
 			BundleDir:   filepath.Join(s.cfg.StateDir, "bundles", id.String()),
 			AgentPath:   s.cfg.AgentBinary,
-			AgentSHA256: trimDigest(s.cfg.AgentDigest),
+			AgentSHA256: trimDigest(installed),
 			InboxDir:    filepath.Join(s.sessionDir(id), wire.InboxDir),
 			OutboxDir:   s.outboxDir(id),
 			SocketPath:  s.socketPath(id),

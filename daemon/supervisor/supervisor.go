@@ -78,6 +78,10 @@ type Config struct {
 	// every sandbox's root (sandbox.Spec.AgentSHA256).
 	AgentBinary string
 	AgentDigest string
+	// Installed, if set, is asked for the installed binary's digest at each
+	// session creation and sandbox start instead of AgentDigest, so that a
+	// replaced binary is seen without a restart.
+	Installed *InstalledAgent
 	// NewSessionDigest returns the digest a new session's first profile
 	// pins (the owner's pin; it may lag the installed binary until the
 	// owner moves it). Nil means AgentDigest.
@@ -284,6 +288,14 @@ func New(cfg Config) (*Supervisor, error) {
 	}, nil
 }
 
+// installed is the digest of the agent binary sandboxes run now.
+func (s *Supervisor) installed() (string, error) {
+	if s.cfg.Installed != nil {
+		return s.cfg.Installed.Digest()
+	}
+	return s.cfg.AgentDigest, nil
+}
+
 // FileDigest returns "sha256:<hex>" of the file at path.
 func FileDigest(path string) (string, error) {
 	f, err := os.Open(path)
@@ -437,7 +449,7 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	// Resume the lifecycle's view from the record: what was written, and
 	// what the agent last said it handled.
 	c.inboxHead.Store(c.wall.InboxHead())
-	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, CursorInboxHandled); err == nil {
+	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, store.CursorInboxConsumed); err == nil {
 		c.progress.Store(min(handled, c.wall.InboxHead()))
 	}
 	s.running[sess.ID] = c
@@ -531,14 +543,18 @@ func (s *Supervisor) create(ctx context.Context, binding string) (store.Session,
 		os.RemoveAll(s.sessionDir(id))
 		return store.Session{}, fmt.Errorf("supervisor: audit: %w", err)
 	}
-	digest := s.cfg.AgentDigest
+	installed, err := s.installed()
+	if err != nil {
+		return store.Session{}, err
+	}
+	digest := installed
 	if s.cfg.NewSessionDigest != nil {
 		digest = s.cfg.NewSessionDigest()
 	}
-	if digest != s.cfg.AgentDigest {
+	if digest != installed {
 		// A session pinned to a binary that is not installed could never
 		// start: say so now, before creating it.
-		return store.Session{}, fmt.Errorf("supervisor: new conversations pin agent %s but %s is installed: run `ironclaw agent pin` to start new conversations on the installed agent, or reinstall the pinned one", digest, s.cfg.AgentDigest)
+		return store.Session{}, fmt.Errorf("supervisor: new conversations pin agent %s but %s is installed: run `ironclaw agent pin` to start new conversations on the installed agent, or reinstall the pinned one", digest, installed)
 	}
 	p := profile.Default(s.cfg.Model, digest)
 	if err := s.cfg.Store.CreateSession(ctx, id, binding, wrapped, p); err != nil {
@@ -558,7 +574,7 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// after that loses nothing: the channel finds the intent (Undelivered)
 	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
-	// Record operations and progress are idempotent: applied before the
+	// Record operations are idempotent: applied before the
 	// cursor moves, so a failure offers them again (records.go).
 	if err := s.applyRecords(ctx, c, rows); err != nil {
 		return err
@@ -594,10 +610,6 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	}
 	if p, ok := cursors[store.CursorInboxConsumed]; ok {
 		s.compactInbox(ctx, c, p)
-	}
-	s.refusedTools(c, rows)
-	if err := s.echoReplies(ctx, c, rows); err != nil {
-		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
@@ -636,6 +648,11 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 				c.touch()
 			}
 		}
+	}
+	// Off the turn's critical path: the replies are on their way.
+	s.refusedTools(c, rows)
+	if err := s.echoReplies(ctx, c, rows); err != nil {
+		s.cfg.Log.Error("recording delivered replies", "session", c.id.String(), "err", err)
 	}
 	return nil
 }

@@ -31,6 +31,14 @@ type Approvals struct {
 	mode    approvalMode
 	reason  components.Input
 	busy    bool
+	// renderedFor is what the viewport's lines were laid out for: a frame
+	// re-lays the (possibly long) diff only when the request or width
+	// changed.
+	renderedFor struct {
+		c     *api.Change
+		err   error
+		width int
+	}
 }
 
 type approvalMode int
@@ -87,7 +95,9 @@ func (p *Approvals) load(id string) tea.Cmd {
 
 // OnEvent re-reads the list, and the open request if it is the one that
 // changed: another operator's decision shows at once.
-func (p *Approvals) OnEvent(e api.Event) tea.Cmd {
+func (p *Approvals) Shown() tea.Cmd { return nil }
+
+func (p *Approvals) OnEvent(e api.Event, _ bool) tea.Cmd {
 	if e.Kind != api.EventChange && e.What != "overflow" {
 		return nil
 	}
@@ -268,6 +278,10 @@ func (p *Approvals) render() {
 	if p.open == nil {
 		return
 	}
+	if r := p.renderedFor; r.c == p.open && r.err == p.openErr && r.width == p.c.Width {
+		return
+	}
+	p.renderedFor.c, p.renderedFor.err, p.renderedFor.width = p.open, p.openErr, p.c.Width
 	s, w := p.c.Styles, max(p.c.Width, 20)
 	ch := p.open
 	var lines []string

@@ -24,6 +24,7 @@ type Audit struct {
 	verify  string
 	open    *api.AuditEntry
 	loading bool
+	stale   bool // events came while hidden or scrolled
 }
 
 // NewAudit makes the audit page.
@@ -48,16 +49,28 @@ func (p *Audit) Title() string { return "audit" }
 
 func (p *Audit) Init() tea.Cmd {
 	c, f := p.c, p.applied
-	p.loading = true
+	p.loading, p.stale = true, false
 	return func() tea.Msg {
 		es, err := c.Op.AuditEntries(c.Ctx, api.AuditQuery{Contains: f, Limit: api.DefaultAuditLimit})
 		return auditLoaded{f, es, err}
 	}
 }
 
-func (p *Audit) OnEvent(e api.Event) tea.Cmd {
-	if p.open != nil || p.rows.Cursor != 0 {
-		return nil // the operator is reading: keep still; ctrl+r refreshes
+// OnEvent re-reads the log only while the page is on screen and the
+// operator is at the top of it (reading a long log costs a scan of it);
+// otherwise it notes that it is stale and re-reads when shown.
+func (p *Audit) OnEvent(e api.Event, active bool) tea.Cmd {
+	if !active || p.open != nil || p.rows.Cursor != 0 {
+		p.stale = true
+		return nil
+	}
+	return p.Init()
+}
+
+// Shown re-reads a stale log.
+func (p *Audit) Shown() tea.Cmd {
+	if !p.stale || p.open != nil || p.rows.Cursor != 0 {
+		return nil
 	}
 	return p.Init()
 }

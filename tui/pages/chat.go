@@ -47,7 +47,9 @@ func (p *Chat) Title() string { return "chat" }
 
 func (p *Chat) Init() tea.Cmd { return nil }
 
-func (p *Chat) OnEvent(api.Event) tea.Cmd { return nil }
+func (p *Chat) OnEvent(api.Event, bool) tea.Cmd { return nil }
+
+func (p *Chat) Shown() tea.Cmd { return nil }
 
 // Capturing: the chat page types text, so only tab, shift+tab and ctrl+c
 // are global here.

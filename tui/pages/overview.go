@@ -46,7 +46,9 @@ func (p *Overview) Update(msg tea.Msg) tea.Cmd {
 	return nil
 }
 
-func (p *Overview) OnEvent(api.Event) tea.Cmd { return p.Init() }
+func (p *Overview) OnEvent(api.Event, bool) tea.Cmd { return p.Init() }
+
+func (p *Overview) Shown() tea.Cmd { return nil }
 
 func (p *Overview) View(width, height int) string {
 	s := p.c.Styles

@@ -19,8 +19,11 @@ type Page interface {
 	// Update handles a message: keys only when the page is active, every
 	// other message always (results of the page's own commands).
 	Update(msg tea.Msg) tea.Cmd
-	// OnEvent reacts to a live event from the daemon.
-	OnEvent(e api.Event) tea.Cmd
+	// OnEvent reacts to a live event from the daemon; active says whether
+	// the page is on screen (a hidden page may only note that it is stale).
+	OnEvent(e api.Event, active bool) tea.Cmd
+	// Shown is called when the page comes on screen.
+	Shown() tea.Cmd
 	// View draws the page in the area the root gives it.
 	View(width, height int) string
 	// Capturing is true while the page reads text: global keys are off.

@@ -61,7 +61,9 @@ func (p *Sessions) Init() tea.Cmd {
 	}
 }
 
-func (p *Sessions) OnEvent(e api.Event) tea.Cmd {
+func (p *Sessions) Shown() tea.Cmd { return nil }
+
+func (p *Sessions) OnEvent(e api.Event, _ bool) tea.Cmd {
 	if e.Kind == api.EventChange && e.What == "filed" {
 		return nil
 	}

@@ -116,7 +116,9 @@ func (d *Daemon) publish(e api.Event) {
 }
 
 // Operator returns an api.Operator bound to actor.
-func (d *Daemon) Operator(actor string) *Fake { return &Fake{d: d, who: api.Identity{Actor: actor, Via: "test"}} }
+func (d *Daemon) Operator(actor string) *Fake {
+	return &Fake{d: d, who: api.Identity{Actor: actor, Via: "test"}}
+}
 
 // Fake is one operator's view of a Daemon.
 type Fake struct {
@@ -270,15 +272,15 @@ func (f *Fake) AuditEntries(_ context.Context, q api.AuditQuery) ([]api.AuditEnt
 	if limit <= 0 {
 		limit = api.DefaultAuditLimit
 	}
+	// The newest limit matches, oldest first (as the daemon answers).
 	var out []api.AuditEntry
-	for _, e := range f.d.audit {
+	for i := len(f.d.audit) - 1; i >= 0 && len(out) < limit; i-- {
+		e := f.d.audit[i]
 		if q.Contains == "" || strings.Contains(strings.ToLower(e.Actor+e.Action+e.Subject+e.Result), strings.ToLower(q.Contains)) {
 			out = append(out, e)
 		}
 	}
-	if len(out) > limit {
-		out = out[len(out)-limit:]
-	}
+	slices.Reverse(out)
 	return out, nil
 }
 

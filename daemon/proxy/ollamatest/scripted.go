@@ -96,6 +96,7 @@ type Scripted struct {
 	requests []api.ChatRequest // guarded by mu: every /api/chat call, in order
 	headers  []http.Header     // guarded by mu
 	others   []string          // guarded by mu: "METHOD /path" of any other call
+	echo     bool              // with no scripted reply left, answer with the last user message
 }
 
 // NewScripted starts a scripted server that answers calls with replies in
@@ -168,6 +169,8 @@ func (s *Scripted) serve(w http.ResponseWriter, r *http.Request) {
 	ok := len(s.replies) > 0
 	if ok {
 		rep, s.replies = s.replies[0], s.replies[1:]
+	} else if s.echo {
+		rep, ok = Text(lastUser(req)), true
 	}
 	s.mu.Unlock()
 	if !ok {

@@ -21,6 +21,9 @@
 //	                     grow, rows, hugerow, slowschema, panic) — the daemon must fail this
 //	                     session alone and stay within its memory bound
 //	flood                ring the outbox doorbell and ask for leases as fast as it can, forever
+//	chat:<model>         one chat call through the model proxy with agentd's real provider;
+//	                     reply with what the model said (or the error)
+//	model:<model>        chat:<model>, then every request the model proxy must refuse
 //
 // Built by the test with CGO_ENABLED=0, like agentd: the rootfs holds only this file.
 package main
@@ -77,10 +80,12 @@ type Result struct {
 }
 
 var (
-	stdout = json.NewEncoder(os.Stdout)
-	hs     *wire.Handshake
-	tried  int
-	broke  int
+	// startFDs are the descriptors open when the agent started, beyond 0–2 (see openFDs).
+	startFDs []string
+	stdout   = json.NewEncoder(os.Stdout)
+	hs       *wire.Handshake
+	tried    int
+	broke    int
 )
 
 func emit(r Result) {
@@ -118,6 +123,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "evil: handshake:", err)
 		os.Exit(2)
 	}
+	// Before anything of ours is opened: what did the sandbox hand us?
+	startFDs = openFDs()
 	var err error
 	if hs, err = wire.ParseHandshake(buf); err != nil {
 		fmt.Fprintln(os.Stderr, "evil:", err)
@@ -245,6 +252,14 @@ func (a *agent) handle(ctx context.Context, seq uint64, text string) error {
 		time.Sleep(time.Duration(n) * time.Second)
 		a.hostileOutbox(ctx, shape)
 		time.Sleep(time.Hour)
+	case "chat":
+		return a.commit(ctx, seq, wire.Reply{Text: chatOnce(ctx, arg), InReplyTo: seq})
+	case "model":
+		said := chatOnce(ctx, arg)
+		tried, broke = 0, 0
+		modelAttacks(ctx, arg)
+		_ = stdout.Encode(map[string]any{"event": "done", "tried": tried, "succeeded": broke})
+		return a.commit(ctx, seq, wire.Reply{Text: fmt.Sprintf("%s | attacks: %d tried, %d succeeded", said, tried, broke), InReplyTo: seq})
 	case "tamper":
 		if err := a.commit(ctx, seq, wire.Reply{Text: "tampering", InReplyTo: seq}); err != nil {
 			return err
@@ -893,29 +908,38 @@ func fillOutbox() {
 	emit(r)
 }
 
-// viewAttacks reports what the sandbox lets the agent see of the host: open descriptors
-// beyond stdio (a leaked host file), and mount sources naming host paths or another session.
-func viewAttacks(cfg Config) {
-	ents, err := os.ReadDir("/proc/self/fd")
+// openFDs lists the open descriptors above 2 as "n->target", leaving out the one it
+// reads /proc/self/fd through and the Go runtime's own poller.
+func openFDs() []string {
+	dir, err := os.Open("/proc/self/fd")
 	if err != nil {
-		attempt("secrets.fds_beyond_stdio", err)
-	} else {
-		var extra []string
-		for _, e := range ents {
-			n, _ := strconv.Atoi(e.Name())
-			if n <= 2 {
-				continue
-			}
-			target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-			// ReadDir's own descriptor on /proc/self/fd, and the Go runtime's
-			// (epoll, the pipe that wakes it) are ours; anything else was inherited.
-			if strings.HasPrefix(target, "anon_inode:") || strings.HasPrefix(target, "pipe:") || target == "/proc/self/fd" || strings.HasSuffix(target, "/fd") {
-				continue
-			}
-			extra = append(extra, e.Name()+"->"+target)
-		}
-		emit(Result{Attack: "secrets.fds_beyond_stdio", OK: len(extra) > 0, N: int64(len(ents)), Detail: strings.Join(extra, " ")})
+		return []string{"error: " + err.Error()}
 	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	var out []string
+	for _, name := range names {
+		n, _ := strconv.Atoi(name)
+		if n <= 2 || uintptr(n) == dir.Fd() {
+			continue
+		}
+		target, _ := os.Readlink("/proc/self/fd/" + name)
+		if strings.HasPrefix(target, "anon_inode:[eventpoll]") || strings.HasPrefix(target, "anon_inode:[eventfd]") {
+			continue
+		}
+		out = append(out, name+"->"+target)
+	}
+	return out
+}
+
+// viewAttacks reports what the sandbox lets the agent see of the host: descriptors open
+// at start beyond stdio (a leaked host file or socket), and mount sources naming host
+// paths or another session.
+func viewAttacks(cfg Config) {
+	emit(Result{Attack: "secrets.fds_beyond_stdio", OK: len(startFDs) > 0, N: int64(len(startFDs)), Detail: strings.Join(startFDs, " ")})
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		attempt("secrets.mountinfo_host_path", err)

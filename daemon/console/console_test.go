@@ -1,0 +1,335 @@
+package console
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ironclaw/ironclaw/daemon/api"
+	"github.com/ironclaw/ironclaw/tui/tuitest"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+type auditRec struct{ actor, action, subject, result string }
+
+type harness struct {
+	t        testing.TB
+	addr     string
+	opKey    gossh.Signer
+	opsFile  string
+	srv      *Server
+	mu       sync.Mutex
+	audits   []auditRec
+	auditErr error
+	now      time.Time
+}
+
+func newSigner(t testing.TB) gossh.Signer {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func startServer(t testing.TB, mod func(*Config)) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &harness{t: t, opKey: newSigner(t), opsFile: filepath.Join(dir, "operators"), now: time.Unix(1e9, 0)}
+	if err := os.WriteFile(h.opsFile, gossh.MarshalAuthorizedKey(h.opKey.PublicKey()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hostKey := filepath.Join(dir, HostKeyFile)
+	if _, err := MakeHostKey(hostKey); err != nil {
+		t.Fatal(err)
+	}
+	d := tuitest.NewDaemon()
+	d.AddSession(api.Session{ID: "0123456789abcdef0123456789abcdef", Binding: "matrix:!evil\x1b[2J\u202e:x", State: "active"})
+	d.File("0123456789abcdef0123456789abcdef", "tools", "agent:0123456789abcdef0123456789abcdef", "why", "b", "p", "+x\n")
+	cfg := Config{
+		HostKeyPath: hostKey,
+		Operators:   Operators{Files: []string{h.opsFile}},
+		Bind:        func(actor string) api.Operator { return d.Operator(actor) },
+		Audit: func(actor, action, subject, result string) error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.auditErr != nil {
+				return h.auditErr
+			}
+			h.audits = append(h.audits, auditRec{actor, action, subject, result})
+			return nil
+		},
+		Now: func() time.Time { h.mu.Lock(); defer h.mu.Unlock(); return h.now },
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h.addr, h.srv = ln.Addr().String(), srv
+	return h
+}
+
+func (h *harness) dial(key gossh.Signer) (*gossh.Client, error) {
+	return gossh.Dial("tcp", h.addr, &gossh.ClientConfig{
+		User:            "anyone",
+		Auth:            []gossh.AuthMethod{gossh.PublicKeys(key)},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout:         10 * time.Second,
+	})
+}
+
+func (h *harness) mustDial() *gossh.Client {
+	h.t.Helper()
+	c, err := h.dial(h.opKey)
+	if err != nil {
+		h.t.Fatalf("operator refused: %v", err)
+	}
+	h.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func run(t *testing.T, c *gossh.Client, cmd string) (string, string, error) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var out, errOut strings.Builder
+	s.Stdout, s.Stderr = &out, &errOut
+	err = s.Run(cmd)
+	return out.String(), errOut.String(), err
+}
+
+func TestScriptsGetSafeJSON(t *testing.T) {
+	h := startServer(t, nil)
+	c := h.mustDial()
+	out, _, err := run(t, c, "approvals --json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []api.ChangeSummary
+	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].Kind != "tools" {
+		t.Fatalf("approvals: %v %q", err, out)
+	}
+	out, _, err = run(t, c, "sessions --json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out, "\x1b\u202e") {
+		t.Fatalf("raw control characters in JSON: %q", out)
+	}
+	var ss []api.Session
+	if err := json.Unmarshal([]byte(out), &ss); err != nil || ss[0].Binding != "matrix:!evil\x1b[2J\u202e:x" {
+		t.Fatalf("the JSON does not carry the same data: %v %+v", err, ss)
+	}
+	if out, _, err = run(t, c, "audit --json --limit 5"); err != nil || !strings.HasPrefix(out, "[") {
+		t.Fatalf("audit: %v %q", err, out)
+	}
+	// Anything else is refused with a hint, and nothing writes.
+	for _, bad := range []string{"approve x", "approvals", "sessions --json extra", "sh -c id"} {
+		_, errOut, err := run(t, c, bad)
+		var ee *gossh.ExitError
+		if !errors.As(err, &ee) || ee.ExitStatus() == 0 || !strings.Contains(errOut, "hint") {
+			t.Errorf("%q: %v %q", bad, err, errOut)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	want := Actor(h.opKey.PublicKey())
+	if len(h.audits) == 0 || h.audits[0].actor != want || h.audits[0].action != "console.command" {
+		t.Fatalf("audit: %+v", h.audits)
+	}
+}
+
+func TestUnknownKeyGetsNothing(t *testing.T) {
+	h := startServer(t, nil)
+	if c, err := h.dial(newSigner(t)); err == nil {
+		c.Close()
+		t.Fatal("an unknown key got in")
+	}
+	// Removing a key from the operators file locks it out at once.
+	h.mustDial().Close()
+	os.WriteFile(h.opsFile, nil, 0o600)
+	if c, err := h.dial(h.opKey); err == nil {
+		c.Close()
+		t.Fatal("a removed operator got in")
+	}
+	// A damaged operators file refuses everyone rather than guessing.
+	os.WriteFile(h.opsFile, append(gossh.MarshalAuthorizedKey(h.opKey.PublicKey()), "garbage\n"...), 0o600)
+	if c, err := h.dial(h.opKey); err == nil {
+		c.Close()
+		t.Fatal("a damaged operators file let someone in")
+	}
+}
+
+func TestOnlySessionAndPty(t *testing.T) {
+	h := startServer(t, nil)
+	c := h.mustDial()
+	// Local forwarding (direct-tcpip) and stdio forwarding.
+	if _, err := c.Dial("tcp", h.addr); err == nil {
+		t.Fatal("direct-tcpip was accepted")
+	}
+	// Remote forwarding (tcpip-forward).
+	if ln, err := c.Listen("tcp", "127.0.0.1:0"); err == nil {
+		ln.Close()
+		t.Fatal("tcpip-forward was accepted")
+	}
+	if ok, _, _ := c.SendRequest("tcpip-forward", true, gossh.Marshal(struct {
+		Addr string
+		Port uint32
+	}{"127.0.0.1", 0})); ok {
+		t.Fatal("tcpip-forward global request accepted")
+	}
+	// Other channel types.
+	for _, typ := range []string{"direct-tcpip", "x11", "auth-agent@openssh.com", "forwarded-tcpip", "direct-streamlocal@openssh.com"} {
+		if ch, _, err := c.OpenChannel(typ, nil); err == nil {
+			ch.Close()
+			t.Errorf("channel %s accepted", typ)
+		}
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, r := range []struct {
+		typ     string
+		payload []byte
+		want    bool
+	}{
+		{"auth-agent-req@openssh.com", nil, false},
+		{"x11-req", gossh.Marshal(struct {
+			Single        bool
+			Proto, Cookie string
+			Screen        uint32
+		}{false, "MIT-MAGIC-COOKIE-1", "00", 0}), false},
+		{"subsystem", gossh.Marshal(struct{ Name string }{"sftp"}), false},
+		{"env", gossh.Marshal(struct{ K, V string }{"LD_PRELOAD", "/tmp/x.so"}), false},
+		{"env", gossh.Marshal(struct{ K, V string }{"TERM", "xterm-256color"}), true},
+	} {
+		ok, err := s.SendRequest(r.typ, true, r.payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != r.want {
+			t.Errorf("%s %q: accepted=%v, want %v", r.typ, r.payload, ok, r.want)
+		}
+	}
+	// A shell without a pty is told what to do, and ends.
+	var errOut strings.Builder
+	s.Stderr = &errOut
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Wait(); err == nil || !strings.Contains(errOut.String(), "needs a terminal") {
+		t.Fatalf("shell without pty: %v %q", err, errOut.String())
+	}
+}
+
+func TestFailedAuthIsRateLimited(t *testing.T) {
+	h := startServer(t, func(c *Config) { c.MaxFailures = 3; c.FailWindow = time.Minute })
+	for range 3 {
+		if c, err := h.dial(newSigner(t)); err == nil {
+			c.Close()
+			t.Fatal("unknown key got in")
+		}
+	}
+	// Blocked now, even with the right key.
+	if c, err := h.dial(h.opKey); err == nil {
+		c.Close()
+		t.Fatal("a source over its failure budget got in")
+	}
+	h.mu.Lock()
+	h.now = h.now.Add(2 * time.Minute)
+	h.mu.Unlock()
+	h.mustDial().Close()
+}
+
+func TestIdleConnectionsTimeOut(t *testing.T) {
+	h := startServer(t, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	c := h.mustDial()
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an idle connection stayed open")
+	}
+}
+
+func TestAuditFailureRefuses(t *testing.T) {
+	h := startServer(t, nil)
+	h.mu.Lock()
+	h.auditErr = errors.New("disk full")
+	h.mu.Unlock()
+	_, errOut, err := run(t, h.mustDial(), "approvals --json")
+	if err == nil || !strings.Contains(errOut, "audit log failed") {
+		t.Fatalf("%v %q", err, errOut)
+	}
+}
+
+func TestMarshalJSONEscapesWhatTheSanitiserWould(t *testing.T) {
+	in := map[string]string{"s": "a\x1b[31m\x7f\u0085\u202e\u200b\U000e0041\u2028 ok é"}
+	out, err := MarshalJSON(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range string(out) {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x202e || r == 0x200b || r == 0x2028 || r >= 0xe0000 {
+			t.Fatalf("%U survived in %s", r, out)
+		}
+	}
+	var back map[string]string
+	if err := json.Unmarshal(out, &back); err != nil || back["s"] != in["s"] {
+		t.Fatalf("round trip: %v %q", err, back["s"])
+	}
+}
+
+func FuzzMarshalJSON(f *testing.F) {
+	f.Add("plain")
+	f.Add("\x1b]0;x\a\u202e\U000e0041\xff")
+	f.Fuzz(func(t *testing.T, s string) {
+		out, err := MarshalJSON([]string{s})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back []string
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("not JSON: %v %q", err, out)
+		}
+		want, _ := json.Marshal([]string{s})
+		var orig []string
+		json.Unmarshal(want, &orig)
+		if back[0] != orig[0] {
+			t.Fatalf("data changed: %q vs %q", back[0], orig[0])
+		}
+	})
+}
