@@ -171,9 +171,11 @@ type RestoreOptions struct {
 // Restore puts the backup archive at path into cfg's state directory, which
 // must not exist or be empty. The master key comes from cfg's custody as
 // for serve. The archive is authenticated in full before anything is
-// extracted, and again over what was extracted, into a private directory
+// extracted, and what is extracted is exactly what was authenticated (each
+// file's size and hash, read under the MAC), into a private directory
 // beside the target that becomes the state directory only when everything
-// checked: a truncated, tampered or foreign archive writes nothing. Each
+// checked: a truncated, tampered or foreign archive writes nothing, and one
+// rewritten during the restore writes no more than the authentic one holds. Each
 // session gets a fresh outbox that continues where its delivered outbox
 // ended (queue.SeedOutbox); the audit log is verified against the store's
 // anchor and records the restore.
@@ -231,10 +233,13 @@ func Restore(ctx context.Context, cfg config.Config, path string, o RestoreOptio
 	}
 	mk := master.SubKey(purposeBackup)
 	defer clear(mk[:])
-	if err := backup.Verify(f, &mk); err != nil {
+	// Extract reads f again but writes only what Verify authenticated, so
+	// an archive rewritten meanwhile fails without filling the disk.
+	v, err := backup.Verify(f, &mk)
+	if err != nil {
 		return err
 	}
-	if _, err := backup.Extract(f, &mk, tmp); err != nil {
+	if _, err := v.Extract(tmp); err != nil {
 		return err
 	}
 	for _, name := range []string{keys.CheckFileName, StoreFile, AuditFile, AgentDigestFile} {

@@ -554,6 +554,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	schedCtx, stopSched := context.WithCancel(ctx)
 	schedDone := make(chan error, 1)
 	go func() { schedDone <- d.sched.Run(schedCtx) }()
+	// Messages written just before a crash are answered now, not with the
+	// next message.
+	if err := d.sup.WakeUnread(ctx); err != nil {
+		d.log.Warn("waking sessions with unread messages", "err", err)
+	}
 	var anchored uint64
 	for running := true; running; {
 		select {

@@ -82,16 +82,19 @@ func newInstall(t *testing.T) *install {
 }
 
 func (in *install) writeConfig(extra string) {
+	// The echo model, unless the test names its own.
+	model := fmt.Sprintf("[model]\nollama_url = %q\n", in.model.URL)
+	if strings.Contains(extra, "[model]") {
+		model = ""
+	}
 	cfg := fmt.Sprintf(`state_dir = %q
 runtime_dir = %q
 [keys]
 key_file = %q
-[model]
-ollama_url = %q
-[sandbox]
+%s[sandbox]
 agent_binary = %q
 %s`, filepath.Join(in.root, "state"), filepath.Join(in.root, "run"), filepath.Join(in.root, "etc", "master.key"),
-		in.model.URL, in.agent, extra)
+		model, in.agent, extra)
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		in.t.Fatal(err)
 	}

@@ -74,19 +74,37 @@ func Read(conn *sqlite.Conn, session wire.SessionID, q wire.Queue, key *wire.Key
 // "SELECT seq, typeof(sealed), sealed FROM rows" statement, which must be the
 // row with sequence number want.
 func DecodeRow(s *sqlite.Stmt, session wire.SessionID, q wire.Queue, key *wire.Key, want uint64) (Row, error) {
+	sealed, err := ScanRow(s, want)
+	if err != nil {
+		return Row{}, err
+	}
+	return OpenRow(session, q, key, want, sealed)
+}
+
+// ScanRow checks the current result of a
+// "SELECT seq, typeof(sealed), sealed FROM rows" statement — sequence number
+// want, a blob no larger than wire.MaxRowSize — and returns a copy of the
+// sealed bytes, for OpenRow.
+func ScanRow(s *sqlite.Stmt, want uint64) ([]byte, error) {
 	seq := s.ColumnInt64(0)
 	if seq < 0 || uint64(seq) != want {
-		return Row{}, fmt.Errorf("row %d: want sequence %d (gap, duplicate or reorder)", seq, want)
+		return nil, fmt.Errorf("row %d: want sequence %d (gap, duplicate or reorder)", seq, want)
 	}
 	if s.ColumnText(1) != "blob" {
-		return Row{}, fmt.Errorf("row %d: sealed column is %s, not a blob", seq, s.ColumnText(1))
+		return nil, fmt.Errorf("row %d: sealed column is %s, not a blob", seq, s.ColumnText(1))
 	}
 	if n := s.ColumnLen(2); n > wire.MaxRowSize {
-		return Row{}, fmt.Errorf("row %d: %w", seq, wire.ErrTooLarge)
+		return nil, fmt.Errorf("row %d: %w", seq, wire.ErrTooLarge)
 	}
 	sealed := make([]byte, s.ColumnLen(2))
 	s.ColumnBytes(2, sealed)
-	h, body, err := wire.Open(key, session, q, uint64(seq), sealed)
+	return sealed, nil
+}
+
+// OpenRow opens row seq's sealed bytes (for this session, queue and
+// position) and decodes its body strictly.
+func OpenRow(session wire.SessionID, q wire.Queue, key *wire.Key, seq uint64, sealed []byte) (Row, error) {
+	h, body, err := wire.Open(key, session, q, seq, sealed)
 	if err != nil {
 		return Row{}, fmt.Errorf("row %d: %w", seq, err)
 	}

@@ -9,13 +9,18 @@
 // check files, the pins, every session's inbox. Never the master key (it is
 // not in the state directory) and never a plaintext byte of conversation.
 //
-// Reading is untrusted input until the MAC is checked: Verify checks the MAC
-// over the whole file before anything is extracted, and Extract checks it
-// again over the bytes it actually extracted (so a file changed between the
-// two reads is caught) and accepts only the file names and types a backup
-// can hold. A truncated or tampered archive, or one taken under another
-// master key, fails with ErrNotAuthentic and the caller discards what
-// Extract wrote (it extracts into a private directory of its own).
+// Reading is untrusted input until the MAC is checked. Verify reads the
+// whole file under the MAC before anything is extracted, and records each
+// entry it read (name, type, size, SHA-256) and accepts only the names and
+// types a backup can hold. Extract reads the same open file again and
+// writes only those entries, each capped at its authenticated size and
+// checked against its hash, so an archive whose bytes change between the
+// two reads fails (ErrChanged) having written no more than the
+// authenticated archive holds; it also checks first that those bytes fit
+// on the target's filesystem. A whole archive is capped at maxArchive. A
+// truncated or tampered archive, or one taken under another master key,
+// fails with ErrNotAuthentic and the caller discards what Extract wrote (it
+// extracts into a private directory of its own).
 package backup
 
 import (
@@ -43,6 +48,16 @@ const (
 	TrailerSize = len(trailer) + sha256.Size
 	// maxEntry caps one file in an archive (the store or an inbox).
 	maxEntry = 64 << 30
+	// maxArchive caps a whole archive: the store, the audit log and every
+	// inbox together. The Writer refuses to grow past it, so a larger file
+	// is not one of ours and is refused before it is read.
+	maxArchive = 256 << 30
+	// maxEntries caps the entries Verify remembers (three per session,
+	// far above limits.max_sessions), so its memory is bounded too.
+	maxEntries = 1 << 18
+	// headroom is free space a restore leaves beyond the archive's files,
+	// for the outboxes it seeds and the audit record it appends.
+	headroom = 64 << 20
 	// maxSmall caps the key check files read before authentication.
 	maxSmall = 4096
 )
@@ -65,6 +80,18 @@ type Writer struct {
 	dst io.Writer
 	tw  *tar.Writer
 	now time.Time
+	// total is the file bytes added so far, kept under maxArchive so every
+	// archive written can be restored.
+	total int64
+}
+
+// add counts n more file bytes against maxArchive.
+func (w *Writer) add(name string, n int64) error {
+	if n > maxEntry || w.total+n > maxArchive-1<<20 {
+		return fmt.Errorf("backup: %s (%d bytes) makes the archive larger than a backup may be (%d GiB in all, %d GiB a file)", name, n, maxArchive>>30, maxEntry>>30)
+	}
+	w.total += n
+	return nil
 }
 
 // NewWriter starts an archive on w, authenticated under key.
@@ -103,6 +130,9 @@ func (w *Writer) File(name, src string) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("backup: %s is not a regular file", src)
 	}
+	if err := w.add(name, fi.Size()); err != nil {
+		return err
+	}
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o600, Size: fi.Size(), ModTime: w.now, Format: tar.FormatPAX}); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -118,6 +148,9 @@ func (w *Writer) File(name, src string) error {
 func (w *Writer) Bytes(name string, data []byte) error {
 	if !ValidName(name) {
 		return fmt.Errorf("backup: %q is not a name a backup holds", name)
+	}
+	if err := w.add(name, int64(len(data))); err != nil {
+		return err
 	}
 	if err := w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: w.now, Format: tar.FormatPAX}); err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -141,13 +174,16 @@ func (w *Writer) Close() error {
 
 // body returns a reader of the magic and tar part of the archive in f (the
 // part the MAC covers) and the MAC from its trailer.
-func body(f *os.File) (io.Reader, []byte, error) {
+func body(f *os.File) (*io.SectionReader, []byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, nil, fmt.Errorf("backup: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, nil, errors.New("backup: the archive is not a regular file")
+	}
+	if fi.Size() > maxArchive {
+		return nil, nil, fmt.Errorf("%w (it is %d GiB; no backup is larger than %d GiB)", ErrNotAuthentic, fi.Size()>>30, maxArchive>>30)
 	}
 	n := fi.Size() - int64(TrailerSize)
 	if n < int64(len(magic)) {
@@ -163,22 +199,91 @@ func body(f *os.File) (io.Reader, []byte, error) {
 	return io.NewSectionReader(f, 0, n), tr[len(trailer):], nil
 }
 
-// Verify checks the MAC of the archive in f over its whole length before
-// anything is extracted.
-func Verify(f *os.File, key *[32]byte) error {
+// Verified is an archive whose MAC checked, bound to the open file it was
+// read from. It holds what Verify read under the MAC: every entry's name,
+// type, size and SHA-256, in order. Extract writes only those entries and
+// only as many bytes of each as were authenticated, so a file changed
+// after Verify (the archive is read twice: a writer may swap its bytes in
+// between) can make a restore fail but never makes it write more, or
+// other bytes, than the authenticated archive holds.
+type Verified struct {
+	f       *os.File
+	size    int64 // the file's size when it verified
+	entries []entry
+	total   int64 // the bytes of every regular entry together
+}
+
+// entry is one tar entry as Verify read it under the MAC.
+type entry struct {
+	name string
+	dir  bool
+	size int64
+	sum  [sha256.Size]byte
+}
+
+// Verify checks the MAC of the archive in f over its whole length, reading
+// the tar stream on the way, and returns the authenticated description of
+// what it holds. Nothing is written. An archive larger than a backup can
+// be, or with a name, type, size or count of entries an IronClaw backup
+// never holds, fails as not authentic (no honest writer makes one).
+func Verify(f *os.File, key *[32]byte) (*Verified, error) {
 	r, want, err := body(f)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	m := hmac.New(sha256.New, key[:])
-	if _, err := io.Copy(m, r); err != nil {
-		return fmt.Errorf("backup: reading the archive: %w", err)
+	tee := io.TeeReader(r, m)
+	tr, err := tarAfterMagic(tee)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verified{f: f, size: r.Size() + int64(TrailerSize)}
+	seen := map[string]bool{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w (%v)", ErrNotAuthentic, err)
+		}
+		name := path.Clean(h.Name)
+		if !ValidName(name) || seen[name] || len(v.entries) >= maxEntries {
+			return nil, fmt.Errorf("%w (unexpected, repeated or one too many entry %q)", ErrNotAuthentic, h.Name)
+		}
+		seen[name] = true
+		e := entry{name: name}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			e.dir = true
+		case tar.TypeReg:
+			if h.Size < 0 || h.Size > maxEntry {
+				return nil, fmt.Errorf("%w (entry %s of %d bytes)", ErrNotAuthentic, name, h.Size)
+			}
+			sum := sha256.New()
+			if _, err := io.Copy(sum, tr); err != nil {
+				return nil, fmt.Errorf("%w (%v)", ErrNotAuthentic, err)
+			}
+			e.size = h.Size
+			sum.Sum(e.sum[:0])
+			v.total += h.Size
+		default:
+			return nil, fmt.Errorf("%w (entry %s is neither a file nor a directory)", ErrNotAuthentic, name)
+		}
+		v.entries = append(v.entries, e)
+	}
+	// The MAC covers the whole body, padding included.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return nil, fmt.Errorf("backup: reading the archive: %w", err)
 	}
 	if !hmac.Equal(m.Sum(nil), want) {
-		return ErrNotAuthentic
+		return nil, ErrNotAuthentic
 	}
-	return nil
+	return v, nil
 }
+
+// Total is the bytes that Extract writes: every file in the archive.
+func (v *Verified) Total() int64 { return v.total }
 
 // ReadKeyFiles extracts only master.check and master.kdf (if present) into
 // dir, before authentication: the master key that checks the MAC may be a
@@ -212,7 +317,7 @@ func ReadKeyFiles(f *os.File, dir string) error {
 		if err != nil {
 			return fmt.Errorf("%w (%v)", ErrNotAuthentic, err)
 		}
-		if err := writeNew(filepath.Join(dir, h.Name), bytes.NewReader(data), 0o600); err != nil {
+		if _, err := writeNew(filepath.Join(dir, h.Name), bytes.NewReader(data), 0o600); err != nil {
 			return err
 		}
 	}
@@ -226,70 +331,83 @@ func tarAfterMagic(r io.Reader) (*tar.Reader, error) {
 	return tar.NewReader(r), nil
 }
 
+// ErrChanged means the archive's bytes changed after Verify read them.
+var ErrChanged = fmt.Errorf("%w (it changed while it was being restored: restore from a copy that nothing else writes to)", ErrNotAuthentic)
+
+// freeBytes reports the bytes an unprivileged writer may still use on the
+// filesystem holding dir (a variable so a test can make a disk full).
+var freeBytes = func(dir string) (uint64, error) {
+	var s syscall.Statfs_t
+	if err := syscall.Statfs(dir, &s); err != nil {
+		return 0, err
+	}
+	return s.Bavail * uint64(s.Bsize), nil
+}
+
 // Extract writes the archive's files into dir (an empty private directory
-// of the caller's) and checks the MAC over exactly the bytes it read. On any
-// error the caller must discard dir: some files may have been written.
-func Extract(f *os.File, key *[32]byte, dir string) ([]string, error) {
-	r, want, err := body(f)
+// of the caller's), reading them again from the file Verify read. Each
+// entry must be the next one Verify authenticated, of its size and
+// SHA-256: at most that many bytes are written for it, and a difference
+// fails with ErrChanged right after that entry. It first checks that the
+// files fit on dir's filesystem. On any error the caller must discard dir:
+// some files may have been written (never more than Total bytes).
+func (v *Verified) Extract(dir string) ([]string, error) {
+	free, err := freeBytes(dir)
+	if err != nil {
+		return nil, fmt.Errorf("backup: free space beside the target: %w", err)
+	}
+	if need := uint64(v.total) + headroom; need > free {
+		return nil, fmt.Errorf("backup: restoring needs %d MiB and the filesystem holding %s has %d MiB free: free space there, or restore onto another filesystem; nothing was restored", need>>20, dir, free>>20)
+	}
+	r, _, err := body(v.f)
 	if err != nil {
 		return nil, err
 	}
-	m := hmac.New(sha256.New, key[:])
-	tee := io.TeeReader(r, m)
-	tr, err := tarAfterMagic(tee)
-	if err != nil {
-		return nil, err
+	if r.Size()+int64(TrailerSize) != v.size {
+		return nil, ErrChanged
 	}
-	var names []string
-	seen := map[string]bool{}
-	for {
+	tr, err := tarAfterMagic(r)
+	if err != nil {
+		return nil, ErrChanged
+	}
+	names := make([]string, 0, len(v.entries))
+	for _, e := range v.entries {
 		h, err := tr.Next()
-		if err == io.EOF {
-			break
+		if err != nil || path.Clean(h.Name) != e.name || (h.Typeflag == tar.TypeDir) != e.dir ||
+			(!e.dir && (h.Typeflag != tar.TypeReg || h.Size != e.size)) {
+			return nil, ErrChanged
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%w (%v)", ErrNotAuthentic, err)
-		}
-		name := path.Clean(h.Name)
-		if !ValidName(name) || seen[name] {
-			return nil, fmt.Errorf("%w (unexpected or repeated entry %q)", ErrNotAuthentic, h.Name)
-		}
-		seen[name] = true
-		p := filepath.Join(dir, filepath.FromSlash(name))
-		switch h.Typeflag {
-		case tar.TypeDir:
+		p := filepath.Join(dir, filepath.FromSlash(e.name))
+		if e.dir {
 			if err := os.Mkdir(p, 0o700); err != nil {
 				return nil, fmt.Errorf("backup: %w", err)
 			}
-		case tar.TypeReg:
-			if h.Size < 0 || h.Size > maxEntry {
-				return nil, fmt.Errorf("%w (entry %s of %d bytes)", ErrNotAuthentic, name, h.Size)
+		} else {
+			sum := sha256.New()
+			// Never more than the authenticated size, whatever the tar
+			// reader would hand out.
+			src := io.TeeReader(io.LimitReader(tr, e.size), sum)
+			n, err := writeNew(p, src, 0o600)
+			if errors.Is(err, io.ErrUnexpectedEOF) || (err == nil && (n != e.size || !bytes.Equal(sum.Sum(nil), e.sum[:]))) {
+				return nil, ErrChanged
 			}
-			if err := writeNew(p, io.LimitReader(tr, h.Size), 0o600); err != nil {
+			if err != nil {
 				return nil, err
 			}
-		default:
-			return nil, fmt.Errorf("%w (entry %s is neither a file nor a directory)", ErrNotAuthentic, name)
 		}
-		names = append(names, name)
-	}
-	// The MAC covers the whole body, padding included.
-	if _, err := io.Copy(io.Discard, tee); err != nil {
-		return nil, fmt.Errorf("backup: reading the archive: %w", err)
-	}
-	if !hmac.Equal(m.Sum(nil), want) {
-		return nil, ErrNotAuthentic
+		names = append(names, e.name)
 	}
 	return names, nil
 }
 
-// writeNew creates path (which must not exist) from r, fsynced.
-func writeNew(p string, r io.Reader, mode fs.FileMode) error {
+// writeNew creates path (which must not exist) from r, fsynced, and
+// returns the bytes written.
+func writeNew(p string, r io.Reader, mode fs.FileMode) (int64, error) {
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, mode)
 	if err != nil {
-		return fmt.Errorf("backup: %w", err)
+		return 0, fmt.Errorf("backup: %w", err)
 	}
-	_, err = io.Copy(f, r)
+	n, err := io.Copy(f, r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -297,7 +415,7 @@ func writeNew(p string, r io.Reader, mode fs.FileMode) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("backup: writing %s: %w", p, err)
+		return n, fmt.Errorf("backup: writing %s: %w", p, err)
 	}
-	return nil
+	return n, nil
 }

@@ -3,8 +3,11 @@ package backup
 import (
 	"bytes"
 	"errors"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -49,11 +52,12 @@ func fileOf(t testing.TB, b []byte) *os.File {
 
 func TestRoundTrip(t *testing.T) {
 	f := fileOf(t, archive(t))
-	if err := Verify(f, &testKey); err != nil {
+	v, err := Verify(f, &testKey)
+	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	names, err := Extract(f, &testKey, dir)
+	names, err := v.Extract(dir)
 	if err != nil || len(names) != 6 {
 		t.Fatalf("%v %v", names, err)
 	}
@@ -88,12 +92,150 @@ func TestTamperTruncateWrongKey(t *testing.T) {
 	}
 	for name, c := range cases {
 		f := fileOf(t, c.b)
-		if err := Verify(f, c.key); !errors.Is(err, ErrNotAuthentic) {
+		// Extract is reachable only through what Verify returns.
+		if v, err := Verify(f, c.key); !errors.Is(err, ErrNotAuthentic) || v != nil {
 			t.Errorf("%s: Verify: %v", name, err)
 		}
-		if _, err := Extract(f, c.key, t.TempDir()); err == nil {
-			t.Errorf("%s: Extract succeeded", name)
+	}
+}
+
+// archiveOf writes an archive of the same names as archive, with db as
+// the store's and the inbox's content.
+func archiveOf(t testing.TB, key *[32]byte, db []byte) []byte {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "db")
+	os.WriteFile(src, db, 0o600)
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "0123456789abcdef0123456789abcdef"
+	for _, step := range []error{
+		w.Bytes("master.check", []byte(`{"format":1}`)),
+		w.File("ironclaw.db", src),
+		w.Dir("sessions"), w.Dir("sessions/" + id), w.Dir("sessions/" + id + "/inbox"),
+		w.File("sessions/"+id+"/inbox/inbox.db", src),
+		w.Close(),
+	} {
+		if step != nil {
+			t.Fatal(step)
 		}
+	}
+	return buf.Bytes()
+}
+
+// du is the bytes of the files under dir.
+func du(t *testing.T, dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			fi, _ := d.Info()
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// TestChangedAfterVerifyWritesNoMore: whoever can write the archive file
+// rewrites it between Verify and Extract (the same open file, read twice).
+// Extract fails and has written no more than the authenticated archive
+// holds: never the 8 MiB entries of the substitute, even one made under
+// the right key (another genuine backup swapped in).
+func TestChangedAfterVerifyWritesNoMore(t *testing.T) {
+	small := bytes.Repeat([]byte("sealed"), 1000)
+	huge := bytes.Repeat([]byte("X"), 8<<20)
+	other := [32]byte{8}
+	for name, swap := range map[string][]byte{
+		"bigger, foreign key":      archiveOf(t, &other, huge),
+		"bigger, same key":         archiveOf(t, &testKey, huge),
+		"same sizes, other bytes":  archiveOf(t, &testKey, bytes.Repeat([]byte("SEALED"), 1000)),
+		"cut short after verify":   archiveOf(t, &testKey, small)[:3000],
+		"bigger file, same header": append(archiveOf(t, &testKey, small), huge...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "a")
+			if err := os.WriteFile(p, archiveOf(t, &testKey, small), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			v, err := Verify(f, &testKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Rewritten in place: the restore's open file sees the new bytes.
+			if err := os.WriteFile(p, swap, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			names, err := v.Extract(dir)
+			if !errors.Is(err, ErrNotAuthentic) {
+				t.Errorf("Extract of a changed archive: %v %v", names, err)
+			}
+			if n := du(t, dir); n > v.Total() {
+				t.Fatalf("Extract wrote %d bytes of a changed archive; the verified one holds %d", n, v.Total())
+			}
+		})
+	}
+}
+
+// TestTooLargeRefusedUnread: a file larger than any backup is refused
+// before a byte of it is read (a sparse file stands in for 256 GiB).
+func TestTooLargeRefusedUnread(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a")
+	if err := os.WriteFile(p, archive(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, maxArchive+1); err != nil {
+		t.Skipf("no sparse file here: %v", err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := Verify(f, &testKey); !errors.Is(err, ErrNotAuthentic) || !strings.Contains(err.Error(), "no backup is larger") {
+		t.Fatalf("Verify of a %d-byte file: %v", int64(maxArchive+1), err)
+	}
+	if err := ReadKeyFiles(f, t.TempDir()); !errors.Is(err, ErrNotAuthentic) {
+		t.Fatalf("ReadKeyFiles of a %d-byte file: %v", int64(maxArchive+1), err)
+	}
+}
+
+// TestWriterRefusesPastTheCap: the writer never makes an archive that
+// Verify would refuse for its size.
+func TestWriterRefusesPastTheCap(t *testing.T) {
+	w, err := NewWriter(io.Discard, &testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.total = maxArchive - 1<<20 - 10
+	if err := w.Bytes("master.check", make([]byte, 11)); err == nil {
+		t.Fatal("the writer grew an archive past maxArchive")
+	}
+}
+
+// TestDiskTooSmallWritesNothing: a verified archive that does not fit on
+// the target's filesystem is refused before a byte is written.
+func TestDiskTooSmallWritesNothing(t *testing.T) {
+	f := fileOf(t, archive(t))
+	v, err := Verify(f, &testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(old func(string) (uint64, error)) { freeBytes = old }(freeBytes)
+	freeBytes = func(string) (uint64, error) { return uint64(v.Total()) + headroom - 1, nil }
+	dir := t.TempDir()
+	if _, err := v.Extract(dir); err == nil || !strings.Contains(err.Error(), "free space there") {
+		t.Fatalf("Extract onto a full disk: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("Extract onto a full disk wrote %v", ents)
 	}
 }
 
@@ -113,8 +255,9 @@ func TestNamesRefused(t *testing.T) {
 	}
 }
 
-// FuzzExtract: whatever the bytes, Extract never writes outside its
-// directory and never succeeds without the MAC.
+// FuzzExtract: whatever the bytes, Verify and Extract (as Restore calls
+// them) never write outside the directory and never succeed without the
+// MAC.
 func FuzzExtract(f *testing.F) {
 	good := archive(f)
 	f.Add(good)
@@ -123,7 +266,11 @@ func FuzzExtract(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file := fileOf(t, b)
 		dir := t.TempDir()
-		names, err := Extract(file, &testKey, dir)
+		var names []string
+		v, err := Verify(file, &testKey)
+		if err == nil {
+			names, err = v.Extract(dir)
+		}
 		if err == nil && !bytes.Equal(b, good) {
 			// Only a correctly MACed archive extracts; with a fixed key the
 			// fuzzer cannot forge one.

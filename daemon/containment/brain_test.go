@@ -2,6 +2,8 @@ package containment
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,7 +13,9 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/lease"
 	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
+	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 	"github.com/ironclaw/ironclaw/policy"
@@ -27,6 +31,16 @@ func (d *daemon) grantAll(binding string) wire.SessionID {
 		p.Permissions.Memory, p.Permissions.Notes, p.Permissions.Schedule = true, true, true
 	})
 	d.approveChange(id, policy.KindTools, func(p *profile.Profile) { p.Tools = wire.Tools() })
+	// The restart runs in the background: wait for it, or the old sandbox
+	// may take the next message and be stopped halfway through its turn.
+	v, _, err := d.store.CurrentProfile(context.Background(), id)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.waitAudit(30*time.Second, "the stop for the new profile", func(e audit.Entry) bool {
+		return e.Action == "sandbox.stop" && e.Subject == id.String() && strings.Contains(e.Result, fmt.Sprintf("profile v%d applied", v))
+	})
+	d.waitStatus(id, 30*time.Second, "the restart with the new profile", func(st supervisor.Status) bool { return st.Running })
 	return id
 }
 
@@ -268,5 +282,46 @@ func TestRealAgentdTurnWithScriptedModel(t *testing.T) {
 	m.Push(ollamatest.NotFound("tiny"))
 	if got := d.ask("real", "still there?", 30*time.Second); !strings.Contains(got, "ollama pull tiny") {
 		t.Fatalf("reply to a missing model %q", got)
+	}
+}
+
+// TestUnreadMessageAnsweredAfterRestart: a message that reached the inbox
+// just before the daemon died is answered when the daemon comes back, not
+// when the next message arrives.
+func TestUnreadMessageAnsweredAfterRestart(t *testing.T) {
+	d := newDaemon(t, echoPath)
+	d.ask("wake", "hello", 30*time.Second)
+	id, key := d.sessionKey("wake")
+	d.closeSupervisor()
+	// As if the dead daemon had written it and crashed before the sandbox ran.
+	in, err := queue.OpenInbox(filepath.Join(d.sessionDir(id), "inbox", "inbox.db"), id, key, lease.NewManager(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := in.Append(t.Context(), wire.Message{From: "test", Text: "are you there?"})
+	in.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := supervisor.New(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close(context.Background())
+	if _, err := next.Reap(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ch := next.Subscribe("wake")
+	defer next.Unsubscribe(ch)
+	if err := next.WakeUnread(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		if r.InReplyTo != seq || r.Text != "are you there?" {
+			t.Fatalf("reply %+v", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the unread message was not answered after the restart")
 	}
 }

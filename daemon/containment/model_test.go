@@ -126,7 +126,14 @@ func TestModelBudgetSurvivesSandboxRestart(t *testing.T) {
 		t.Fatalf("echo: %q", got)
 	}
 	id, _ := d.sessionKey("b")
+	first, _ := d.sup.Status(id)
 	d.approveChange(id, policy.KindLimits, func(p *profile.Profile) { p.Limits.TokensPerDay = 50 })
+	// A limits change restarts the sandbox in the background: wait for the new one, or
+	// the old one may take the next message and be stopped mid-turn (its call then
+	// counts, and the new sandbox's retry meets the spent budget).
+	d.waitStatus(id, time.Minute, "the restart for the new limits", func(st supervisor.Status) bool {
+		return st.Running && st.Started.After(first.Started)
+	})
 	if got := d.ask("b", "chat:"+scriptedModel, time.Minute); !strings.Contains(got, "costly") {
 		t.Fatalf("first call: %q", got)
 	}

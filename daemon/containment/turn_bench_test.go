@@ -14,6 +14,7 @@ import (
 
 	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 	"github.com/ironclaw/ironclaw/policy"
@@ -146,6 +147,15 @@ func TestWarmTurnOverhead(t *testing.T) {
 		write = append(write, time.Since(start))
 	}
 	row("one sealed store write (fsync)", write)
+	var appends []time.Duration
+	for range 50 {
+		start := time.Now()
+		if _, err := brain.audit.Append(audit.Record{Actor: "bench", Action: "bench.append", Subject: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		appends = append(appends, time.Since(start))
+	}
+	row("one audit entry (fsync)", appends)
 	p50, p99 := pct(overhead, 0.5), pct(overhead, 0.99)
 	t.Logf("targets: p50 ≤ 10 ms %v, p99 ≤ 50 ms %v (absolute: only meaningful on a quiet machine)", p50 <= 10*time.Millisecond, p99 <= 50*time.Millisecond)
 	// The gate is a ratio against the baseline measured alongside: the model

@@ -28,7 +28,7 @@ func benchPair(b *testing.B, h *harness, upstream string) (direct, proxied *api.
 			return d.DialContext(ctx, "unix", h.sock)
 		},
 	}})
-	h.setProfile(func(p *profile.Profile) { p.Limits.CallsPerMinute, p.Limits.TokensPerDay = 1 << 40, 1 << 50 })
+	h.setProfile(func(p *profile.Profile) { p.Limits.CallsPerMinute, p.Limits.TokensPerDay = 1<<40, 1<<50 })
 	return direct, proxied
 }
 

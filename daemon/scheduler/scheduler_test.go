@@ -75,8 +75,8 @@ var t0 = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 func TestFiresAtItsTimeAndRecurs(t *testing.T) {
 	st, tg, id := setup(t)
 	ctx := context.Background()
-	st.ApplySchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "once", At: t0.Add(10 * time.Second).Unix(), Text: "tea"})
-	st.ApplySchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "rep", At: t0.Add(30 * time.Second).Unix(), Every: 60, Text: "stretch"})
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "once", At: t0.Add(10 * time.Second).Unix(), Text: "tea"})
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "rep", At: t0.Add(30 * time.Second).Unix(), Every: 60, Text: "stretch"})
 	clock := &fakeClock{now: t0}
 	s := New(Config{Store: st, Target: tg, Clock: clock})
 	wait, err := s.Tick(ctx)
@@ -105,7 +105,7 @@ func TestFiresAtItsTimeAndRecurs(t *testing.T) {
 func TestMissedFiresOnceLate(t *testing.T) {
 	st, tg, id := setup(t)
 	ctx := context.Background()
-	st.ApplySchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "rep", At: t0.Unix(), Every: 60, Text: "stretch"})
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "rep", At: t0.Unix(), Every: 60, Text: "stretch"})
 	clock := &fakeClock{now: t0.Add(10*time.Minute + 5*time.Second)} // ten firings missed
 	s := New(Config{Store: st, Target: tg, Clock: clock})
 	s.Tick(ctx)
@@ -122,7 +122,7 @@ func TestMissedFiresOnceLate(t *testing.T) {
 func TestFailedFiringIsRetriedNotLost(t *testing.T) {
 	st, tg, id := setup(t)
 	ctx := context.Background()
-	st.ApplySchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "once", At: t0.Unix(), Text: "tea"})
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "once", At: t0.Unix(), Text: "tea"})
 	clock := &fakeClock{now: t0}
 	s := New(Config{Store: st, Target: tg, Clock: clock})
 	tg.fail = errors.New("inbox full")
@@ -149,7 +149,7 @@ func TestChangedWakesRun(t *testing.T) {
 	s := New(Config{Store: st, Target: tg, Clock: clock})
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
-	st.ApplySchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "now", At: t0.Unix(), Text: "x"})
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "now", At: t0.Unix(), Text: "x"})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s.Changed()

@@ -100,34 +100,34 @@ func OpFromBody(b any) (RecordOp, bool) {
 	return RecordOp{}, false
 }
 
-// ApplyMemory applies one memory operation.
-func (s *Store) ApplyMemory(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.MemoryOp) error {
+// UpdateMemory applies one memory operation.
+func (s *Store) UpdateMemory(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.MemoryOp) error {
 	return s.applyOne(ctx, id, key, op)
 }
 
-// ApplyNote applies one note operation.
-func (s *Store) ApplyNote(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.NoteOp) error {
+// UpdateNote applies one note operation.
+func (s *Store) UpdateNote(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.NoteOp) error {
 	return s.applyOne(ctx, id, key, op)
 }
 
-// ApplySchedule applies one schedule operation.
-func (s *Store) ApplySchedule(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.ScheduleOp) error {
+// UpdateSchedule applies one schedule operation.
+func (s *Store) UpdateSchedule(ctx context.Context, id wire.SessionID, key *wire.Key, op wire.ScheduleOp) error {
 	return s.applyOne(ctx, id, key, op)
 }
 
 func (s *Store) applyOne(ctx context.Context, id wire.SessionID, key *wire.Key, b any) error {
 	op, _ := OpFromBody(b)
-	refused, err := s.ApplyRecordOps(ctx, id, key, []RecordOp{op})
+	refused, err := s.UpdateRecords(ctx, id, key, []RecordOp{op})
 	if err == nil && refused > 0 {
 		err = fmt.Errorf("store: keeping a %s of session %s: %w", op.Kind, id, ErrFull)
 	}
 	return err
 }
 
-// ApplyRecordOps applies ops in order, in one transaction (so a flood of
+// UpdateRecords applies ops in order, in one transaction (so a flood of
 // operations costs one commit, not one each). A put that would take a kind
 // past its cap is skipped and counted in refused; the rest apply.
-func (s *Store) ApplyRecordOps(ctx context.Context, id wire.SessionID, key *wire.Key, ops []RecordOp) (refused int, err error) {
+func (s *Store) UpdateRecords(ctx context.Context, id wire.SessionID, key *wire.Key, ops []RecordOp) (refused int, err error) {
 	type prepared struct {
 		op     RecordOp
 		mac    []byte
@@ -246,29 +246,39 @@ func (s *Store) Records(ctx context.Context, id wire.SessionID, key *wire.Key) (
 
 const historyTable = "history"
 
-// AppendHistory records a turn (a user message or firing the daemon wrote at
-// inbox row t.Seq, or a reply it delivered) and drops the oldest turns
-// beyond KeptHistory.
-func (s *Store) AppendHistory(ctx context.Context, id wire.SessionID, key *wire.Key, t wire.Turn) error {
-	seq, err := i64("history seq", t.Seq)
-	if err != nil {
-		return err
+// AppendHistory records turns (user messages or firings the daemon wrote at
+// inbox row t.Seq, replies it delivered), in one transaction, and drops the
+// oldest turns beyond KeptHistory.
+func (s *Store) AppendHistory(ctx context.Context, id wire.SessionID, key *wire.Key, turns ...wire.Turn) error {
+	type sealedTurn struct {
+		seq    int64
+		sealed []byte
 	}
-	body, err := json.Marshal(t)
-	if err != nil {
-		return err
+	prep := make([]sealedTurn, 0, len(turns))
+	for _, t := range turns {
+		seq, err := i64("history seq", t.Seq)
+		if err != nil {
+			return err
+		}
+		body, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		sealed, err := sealColumn((*[32]byte)(key), historyTable, id, t.Seq, body)
+		if err != nil {
+			return err
+		}
+		prep = append(prep, sealedTurn{seq, sealed})
 	}
-	sealed, err := sealColumn((*[32]byte)(key), historyTable, id, t.Seq, body)
-	if err != nil {
-		return err
-	}
-	err = s.write(ctx, func(c *sqlite.Conn) error {
+	err := s.write(ctx, func(c *sqlite.Conn) error {
 		if err := activeSession(c, id); err != nil {
 			return err
 		}
-		if err := sqlitex.Execute(c, "INSERT OR REPLACE INTO history (session_id, seq, sealed) VALUES (?, ?, ?)",
-			&sqlitex.ExecOptions{Args: []any{id.String(), seq, sealed}}); err != nil {
-			return err
+		for _, p := range prep {
+			if err := sqlitex.Execute(c, "INSERT OR REPLACE INTO history (session_id, seq, sealed) VALUES (?, ?, ?)",
+				&sqlitex.ExecOptions{Args: []any{id.String(), p.seq, p.sealed}}); err != nil {
+				return err
+			}
 		}
 		return sqlitex.Execute(c, `DELETE FROM history WHERE session_id = ?1 AND seq <= (
 			SELECT seq FROM history WHERE session_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)`,

@@ -25,13 +25,13 @@ func TestRecordsRoundTripAndCaps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "green"}))
-	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "oolong"}))
-	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "name", Text: "Ada"}))
-	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpRemove, Key: "name"}))
-	must(s.ApplyNote(ctx, id, key, wire.NoteOp{Op: wire.OpWrite, Name: "todo.md", Text: "- milk"}))
-	must(s.ApplySchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "b", At: 2000, Text: "later"}))
-	must(s.ApplySchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "a", At: 1000, Every: 60, Text: "sooner"}))
+	must(s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "green"}))
+	must(s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "oolong"}))
+	must(s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "name", Text: "Ada"}))
+	must(s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpRemove, Key: "name"}))
+	must(s.UpdateNote(ctx, id, key, wire.NoteOp{Op: wire.OpWrite, Name: "todo.md", Text: "- milk"}))
+	must(s.UpdateSchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "b", At: 2000, Text: "later"}))
+	must(s.UpdateSchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "a", At: 1000, Every: 60, Text: "sooner"}))
 	r, err := s.Records(ctx, id, key)
 	must(err)
 	if len(r.Memory) != 1 || r.Memory[0] != (wire.Memory{Key: "tea", Text: "oolong"}) {
@@ -46,7 +46,7 @@ func TestRecordsRoundTripAndCaps(t *testing.T) {
 	}
 	// Caps: a flood of remember calls cannot grow the store without bound.
 	for i := range wire.MaxMemoryItems + 5 {
-		err := s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: fmt.Sprintf("k%d", i), Text: "x"})
+		err := s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: fmt.Sprintf("k%d", i), Text: "x"})
 		if i < wire.MaxMemoryItems-1 && err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +54,7 @@ func TestRecordsRoundTripAndCaps(t *testing.T) {
 			t.Fatalf("item %d: %v", i, err)
 		}
 	}
-	must(s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "replacing at the cap is fine"}))
+	must(s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: "tea", Text: "replacing at the cap is fine"}))
 	// History keeps only the newest turns.
 	for i := range KeptHistory + 10 {
 		must(s.AppendHistory(ctx, id, key, wire.Turn{Seq: uint64(i + 1), Role: wire.TurnUser, Text: fmt.Sprint(i)}))
@@ -76,11 +76,11 @@ func TestRecordsSealedAndErased(t *testing.T) {
 	id, _ := mustCreate(t, s, "console:a")
 	key := sessionKey(t)
 	marker := fmt.Sprintf("MARKER%x", randBytes(t, 8))
-	if err := s.ApplyMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: marker, Text: marker}); err != nil {
+	if err := s.UpdateMemory(ctx, id, key, wire.MemoryOp{Op: wire.OpSet, Key: marker, Text: marker}); err != nil {
 		t.Fatal(err)
 	}
-	s.ApplyNote(ctx, id, key, wire.NoteOp{Op: wire.OpWrite, Name: "n", Text: marker})
-	s.ApplySchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "s", At: 5, Text: marker})
+	s.UpdateNote(ctx, id, key, wire.NoteOp{Op: wire.OpWrite, Name: "n", Text: marker})
+	s.UpdateSchedule(ctx, id, key, wire.ScheduleOp{Op: wire.OpAdd, ID: "s", At: 5, Text: marker})
 	s.AppendHistory(ctx, id, key, wire.Turn{Seq: 1, Role: wire.TurnUser, Text: marker})
 	if hits := filesContaining(dirBytes(t, filepath.Dir(path)), []byte(marker)); len(hits) != 0 {
 		t.Fatalf("plaintext (even a memory key) in %v", hits)
@@ -100,8 +100,8 @@ func TestDueSchedules(t *testing.T) {
 	a, _ := mustCreate(t, s, "console:a")
 	b, _ := mustCreate(t, s, "console:b")
 	ka, kb := sessionKey(t), sessionKey(t)
-	s.ApplySchedule(ctx, a, ka, wire.ScheduleOp{Op: wire.OpAdd, ID: "x", At: 300, Text: "a later"})
-	s.ApplySchedule(ctx, b, kb, wire.ScheduleOp{Op: wire.OpAdd, ID: "y", At: 100, Every: 60, Text: "b first"})
+	s.UpdateSchedule(ctx, a, ka, wire.ScheduleOp{Op: wire.OpAdd, ID: "x", At: 300, Text: "a later"})
+	s.UpdateSchedule(ctx, b, kb, wire.ScheduleOp{Op: wire.OpAdd, ID: "y", At: 100, Every: 60, Text: "b first"})
 	d, ok, err := s.NextDue(ctx)
 	if err != nil || !ok || d.Session != b || d.At != 100 {
 		t.Fatalf("next %+v %v %v", d, ok, err)
@@ -154,7 +154,7 @@ func TestRecordOpsFloodIsCapped(t *testing.T) {
 		op, _ := OpFromBody(wire.MemoryOp{Op: wire.OpSet, Key: fmt.Sprintf("k%d", i), Text: "flood"})
 		ops = append(ops, op)
 	}
-	refused, err := s.ApplyRecordOps(ctx, id, key, ops)
+	refused, err := s.UpdateRecords(ctx, id, key, ops)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,6 +92,6 @@ func (s *Supervisor) Wake(ctx context.Context, binding string) error {
 	if err != nil {
 		return err
 	}
-	c.noteInbox(c.wall.InboxHead())
+	c.noteWork(c.wall.InboxHead())
 	return s.ensureSandbox(ctx, c, false)
 }

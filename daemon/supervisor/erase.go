@@ -27,6 +27,7 @@ func (s *Supervisor) Erase(ctx context.Context, id wire.SessionID, actor string)
 	s.erased[id] = true
 	c := s.running[id]
 	delete(s.running, id)
+	delete(s.budgets, id) // never reopened: its model budget goes with it
 	s.mu.Unlock()
 	var errs []error
 	if c != nil {

@@ -40,7 +40,7 @@ func (s *Supervisor) syncProfile(ctx context.Context, c *conv) error {
 	if err != nil {
 		return fmt.Errorf("supervisor: sending profile v%d: %w", version, err)
 	}
-	c.noteInbox(seq)
+	c.noteWork(seq)
 	return s.cfg.Store.SetCursor(ctx, c.id, CursorProfileSent, version)
 }
 

@@ -50,7 +50,7 @@ func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row
 	if len(kept) == 0 {
 		return nil
 	}
-	refused, err := s.cfg.Store.ApplyRecordOps(ctx, c.id, c.key, kept)
+	refused, err := s.cfg.Store.UpdateRecords(ctx, c.id, c.key, kept)
 	if err != nil {
 		return err
 	}
@@ -84,13 +84,11 @@ func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row)
 	}
 	c.noteInbox(last)
 	first := last - uint64(len(echoes)) + 1
+	turns := make([]wire.Turn, len(echoes))
 	for i, e := range echoes {
-		t := wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}
-		if err := s.cfg.Store.AppendHistory(ctx, c.id, c.key, t); err != nil {
-			return err
-		}
+		turns[i] = wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}
 	}
-	return nil
+	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, turns...)
 }
 
 // refusedTools audits the tool calls the agent reports it refused. The
@@ -179,7 +177,7 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 	if err != nil {
 		return false, err
 	}
-	c.noteInbox(seq)
+	c.noteWork(seq)
 	if err := s.recordUser(ctx, c, seq, f.Text); err != nil {
 		s.cfg.Log.Error("recording a schedule firing in the history", "session", id.String(), "err", err)
 	}
@@ -202,3 +200,49 @@ func (s *Supervisor) SessionKey(ctx context.Context, id wire.SessionID) (*wire.K
 // ScheduleWaker is told when an agent adds a schedule, so the scheduler
 // recomputes its next wake-up.
 type ScheduleWaker interface{ Changed() }
+
+// WakeUnread starts the sandbox of every active session whose inbox holds
+// rows its agent has not recorded as handled: messages written just before
+// a daemon crash (or while no sandbox could start) are answered after a
+// restart without waiting for the next message. Failures are logged per
+// session; the rest still start.
+func (s *Supervisor) WakeUnread(ctx context.Context) error {
+	sessions, err := s.cfg.Store.ListSessions(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sess := range sessions {
+		if sess.State != store.StateActive {
+			continue
+		}
+		c, err := s.conversation(ctx, sess.Binding)
+		if err != nil {
+			s.cfg.Log.Warn("opening a session at start", "session", sess.ID.String(), "err", err)
+			continue
+		}
+		if !c.unread() || !s.awaitsAnswer(c) {
+			continue
+		}
+		if err := s.ensureSandbox(ctx, c, false); err != nil {
+			s.cfg.Log.Warn("starting a session with unread messages", "session", sess.ID.String(), "err", err)
+		}
+	}
+	return nil
+}
+
+// awaitsAnswer reports whether the rows the agent has not handled include a
+// message or a schedule firing (echoes and start rows alone wait for the
+// next start).
+func (s *Supervisor) awaitsAnswer(c *conv) bool {
+	rows, err := c.wall.InboxRows(c.progress.Load())
+	if err != nil {
+		return true // let the agent find out
+	}
+	for _, r := range rows {
+		switch r.Body.(type) {
+		case wire.Message, wire.Fired:
+			return true
+		}
+	}
+	return false
+}

@@ -255,7 +255,12 @@ type conv struct {
 	lastActive atomic.Int64  // unix nanoseconds of the last message in or row out
 	progress   atomic.Uint64 // highest inbox seq the agent recorded as handled
 	inboxHead  atomic.Uint64 // highest inbox seq this supervisor wrote
-	compacted  atomic.Uint64 // inbox rows through this seq were compacted away
+	// workHead is the highest inbox seq the agent must act on: a message, a
+	// schedule firing, a profile. The daemon's echoes of delivered replies
+	// and the start rows are not work: a sandbox is not kept, restarted or
+	// called stuck for them (the next start's State row carries them).
+	workHead  atomic.Uint64
+	compacted atomic.Uint64 // inbox rows through this seq were compacted away
 
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
@@ -346,7 +351,7 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 	if err != nil {
 		return c.id, 0, err
 	}
-	c.noteInbox(seq)
+	c.noteWork(seq)
 	if err := s.recordUser(ctx, c, seq, text); err != nil {
 		return c.id, seq, err
 	}
@@ -358,6 +363,9 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 
 func (c *conv) touch() { c.lastActive.Store(time.Now().UnixNano()) }
 
+// noteInbox records an inbox row the daemon wrote. It is not activity: the
+// echo of an agent's own reply must not keep its sandbox from an idle stop
+// (an agent cannot keep its sandbox by chattering).
 func (c *conv) noteInbox(seq uint64) {
 	for {
 		h := c.inboxHead.Load()
@@ -365,11 +373,23 @@ func (c *conv) noteInbox(seq uint64) {
 			break
 		}
 	}
+}
+
+// noteWork records an inbox row the agent must act on: activity.
+func (c *conv) noteWork(seq uint64) {
+	c.noteInbox(seq)
+	for {
+		h := c.workHead.Load()
+		if seq <= h || c.workHead.CompareAndSwap(h, seq) {
+			break
+		}
+	}
 	c.touch()
 }
 
-// unread reports whether the inbox holds rows the agent has not recorded as handled.
-func (c *conv) unread() bool { return c.inboxHead.Load() > c.progress.Load() }
+// unread reports whether the inbox holds rows to act on that the agent has not recorded
+// as handled.
+func (c *conv) unread() bool { return c.workHead.Load() > c.progress.Load() }
 
 // conversation returns the open conversation for binding, opening or creating its session.
 func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, error) {
@@ -449,6 +469,7 @@ func (s *Supervisor) conversation(ctx context.Context, binding string) (*conv, e
 	// Resume the lifecycle's view from the record: what was written, and
 	// what the agent last said it handled.
 	c.inboxHead.Store(c.wall.InboxHead())
+	c.workHead.Store(c.wall.InboxHead()) // not knowing which rows are work: all of them
 	if handled, err := s.cfg.Store.Cursor(ctx, sess.ID, store.CursorInboxConsumed); err == nil {
 		c.progress.Store(min(handled, c.wall.InboxHead()))
 	}
