@@ -134,7 +134,12 @@ func (m *mxInstall) start(fault string) {
 		m.t.Fatalf("daemon not ready in 60 s:\n%s", logs.String())
 	}
 	m.daemon, m.logs = cmd, logs
-	m.t.Cleanup(func() { m.stop() })
+	m.t.Cleanup(func() {
+		m.stop()
+		if m.t.Failed() {
+			m.t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
 }
 
 // stop stops the daemon with SIGTERM (if it still runs).
@@ -276,6 +281,30 @@ func TestMatrixEndToEnd(t *testing.T) {
 		t.Fatalf("approve: %v\n%s", err, out)
 	}
 	waitExactlyOnce(t, stranger, room2, m.bot, "hi from "+markers[3])
+
+	// A stranger's own invite: the bot does not join until the owner
+	// approves the contact request, then joins and answers.
+	visitorID := m.hs.Register(t, "visitor", "visitor-pass-1")
+	visitor := m.hs.Login(t, visitorID, "visitor-pass-1")
+	room3 := visitor.CreateRoom(false, m.bot)
+	id3 := waitPendingContact(t, m.install)
+	time.Sleep(3 * time.Second)
+	if mem, err := visitor.Cli.StateStore.GetMember(context.Background(), room3, m.bot); err == nil && mem.Membership == event.MembershipJoin {
+		t.Fatal("the bot joined a stranger's room before the owner approved")
+	}
+	approve = exec.Command(filepath.Join(m.bin, "ironclaw"), "--config", m.config, "changes", "approve", id3)
+	approve.Stdin = strings.NewReader("approve\n")
+	if out, err := approve.CombinedOutput(); err != nil {
+		t.Fatalf("approve: %v\n%s", err, out)
+	}
+	visitor.WaitJoined(room3, m.bot, 60*time.Second)
+	// Once in ~3 runs a message sent within milliseconds of the bot's join
+	// reached the bot before its room key (reported as undecryptable, as it
+	// must be); a person takes longer than that to type.
+	time.Sleep(2 * time.Second)
+	markers = append(markers, "MARKER-mx-visitor-3c7d")
+	visitor.Send(room3, "visiting "+markers[len(markers)-1])
+	waitExactlyOnce(t, visitor, room3, m.bot, "visiting "+markers[len(markers)-1])
 
 	// The bot's device is cross-signed (the owner's client sees it so
 	// without verifying anything by hand) and its room keys are backed up.

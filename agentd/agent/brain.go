@@ -94,7 +94,7 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 		case wire.Delivered:
 			b.remember(wire.Turn{Seq: seq, Role: wire.TurnAssistant, Text: body.Text})
 		case wire.Message:
-			out = append(out, b.turn(ctx, seq, body.Text)...)
+			out = append(out, b.turn(ctx, wire.Turn{Seq: seq, Role: wire.TurnUser, Text: body.Text}, "")...)
 		case wire.Fired:
 			if sc, ok := b.state.Schedules[body.ID]; ok {
 				if sc.Every > 0 {
@@ -108,8 +108,8 @@ func (b *Brain) Handle(ctx context.Context, rows []queuedb.Row) ([]wire.Body, er
 			if body.Late {
 				late = ", late: the assistant was not running at its time"
 			}
-			text := fmt.Sprintf("[schedule %s fired (due %s%s)] %s", body.ID, time.Unix(body.Due, 0).UTC().Format(time.RFC3339), late, body.Text)
-			out = append(out, b.turn(ctx, seq, text)...)
+			detail := fmt.Sprintf(" (schedule %s, due %s%s)", body.ID, time.Unix(body.Due, 0).UTC().Format(time.RFC3339), late)
+			out = append(out, b.turn(ctx, wire.Turn{Seq: seq, Role: wire.TurnFired, Text: body.Text}, detail)...)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -150,9 +150,11 @@ func (b *Brain) remember(t wire.Turn) {
 	}
 }
 
-// turn answers one message (inbox row seq): the rows the tools emitted, then
-// the reply.
-func (b *Brain) turn(ctx context.Context, seq uint64, text string) []wire.Body {
+// turn answers one message or firing (cur, at inbox row cur.Seq; detail
+// adds what only the live row says, such as a firing's schedule and due
+// time): the rows the tools emitted, then the reply.
+func (b *Brain) turn(ctx context.Context, cur wire.Turn, detail string) []wire.Body {
+	seq := cur.Seq
 	var out []wire.Body
 	emit := func(x wire.Body) { out = append(out, x) }
 	reply := func(s string) []wire.Body {
@@ -171,13 +173,13 @@ func (b *Brain) turn(ctx context.Context, seq uint64, text string) []wire.Body {
 	for len(prior) > 0 && prior[len(prior)-1].Seq >= seq {
 		prior = prior[:len(prior)-1]
 	}
-	b.remember(wire.Turn{Seq: seq, Role: wire.TurnUser, Text: text})
+	b.remember(cur)
 	if !b.hasProfile {
 		return reply("I have not received my configuration from the daemon yet, so I cannot answer. This is a fault: the owner can look at `ironclaw status`.")
 	}
 	env := &tools.Env{State: b.state, Profile: b.profile, InReplyTo: seq, Now: b.Now, NewID: newID, Emit: emit}
 	offered := tools.For(b.profile)
-	msgs := b.context(prior, text, offered)
+	msgs := b.context(prior, render(cur, detail), offered)
 	note := ""
 	for round := 0; ; round++ {
 		// The last round offers no tools, so the model must answer with
@@ -250,34 +252,49 @@ func modelTrouble(name string, err error) string {
 // current message always go in; then as many earlier turns as fit, newest
 // first, each cut to 4 KiB, within NumCtx tokens (at CharsPerToken) less
 // the answer's NumPredict and the tool schemas. Older turns fall out first.
-func (b *Brain) context(prior []wire.Turn, text string, offered []tools.Tool) []model.Message {
+func (b *Brain) context(prior []wire.Turn, current model.Message, offered []tools.Tool) []model.Message {
 	sys := b.system(offered)
 	budget := (b.NumCtx - b.NumPredict) * CharsPerToken
 	for _, t := range offered {
 		budget -= len(t.Schema) + len(t.Description) + len(t.Name)
 	}
-	current := cut(text, max(budget-len(sys), maxTurnChars))
-	budget -= len(sys) + len(current)
+	current.Content = cut(current.Content, max(budget-len(sys), maxTurnChars))
+	budget -= len(sys) + len(current.Content)
 	var earlier []model.Message
 	for i := len(prior) - 1; i >= 0 && budget > 0; i-- {
-		t := prior[i]
-		c := cut(t.Text, maxTurnChars)
-		if len(c) > budget {
+		m := render(prior[i], "")
+		m.Content = cut(m.Content, maxTurnChars)
+		if len(m.Content) > budget {
 			break
 		}
-		budget -= len(c)
-		role := model.RoleUser
-		if t.Role == wire.TurnAssistant {
-			role = model.RoleAssistant
-		}
-		earlier = append(earlier, model.Message{Role: role, Content: c})
+		budget -= len(m.Content)
+		earlier = append(earlier, m)
 	}
 	msgs := make([]model.Message, 0, len(earlier)+2)
 	msgs = append(msgs, model.Message{Role: model.RoleSystem, Content: sys})
 	for i := len(earlier) - 1; i >= 0; i-- {
 		msgs = append(msgs, earlier[i])
 	}
-	return append(msgs, model.Message{Role: model.RoleUser, Content: current})
+	return append(msgs, current)
+}
+
+// firedNotice marks a schedule firing as the model sees it: a notice from
+// the daemon, never the user's words (its text is what the agent itself
+// wrote when it set the schedule, possibly under a prompt injection).
+const firedNotice = "[Notice from the daemon, not a message from the user: a schedule you set fired%s. The text you set for it follows.]\n"
+
+// render is how a recorded turn reaches the model: the user's messages as
+// the user, delivered replies as the assistant, and firings as a system
+// notice (whether live or rebuilt from the daemon's record after a
+// restart).
+func render(t wire.Turn, detail string) model.Message {
+	switch t.Role {
+	case wire.TurnAssistant:
+		return model.Message{Role: model.RoleAssistant, Content: t.Text}
+	case wire.TurnFired:
+		return model.Message{Role: model.RoleSystem, Content: fmt.Sprintf(firedNotice, detail) + t.Text}
+	}
+	return model.Message{Role: model.RoleUser, Content: t.Text}
 }
 
 // system renders the system prompt. Memory goes in while it takes at most a

@@ -78,8 +78,8 @@ func (s Schedule) Next(now int64) int64 {
 	return at
 }
 
-// Turn is one entry of the history the daemon recorded: a user message (or
-// schedule firing) it wrote, or a reply it accepted and delivered. Seq is the
+// Turn is one entry of the history the daemon recorded: a user message or a
+// schedule firing it wrote, or a reply it accepted and delivered. Seq is the
 // inbox row that carried it, so a reader can merge a State row with the rows
 // after it without counting a turn twice.
 type Turn struct {
@@ -88,10 +88,13 @@ type Turn struct {
 	Text string `json:"text"`
 }
 
-// Roles of a Turn.
+// Roles of a Turn. A firing is its own role: its text is what the agent
+// wrote when it set the schedule, never the user's words, and is shown to
+// the model as a notice from the daemon.
 const (
 	TurnUser      = "user"
 	TurnAssistant = "assistant"
+	TurnFired     = "fired"
 )
 
 // State is what the daemon recorded for a session, handed to an agent at
@@ -236,7 +239,7 @@ func (s State) validate() error {
 			return fmt.Errorf("wire: state history is out of order")
 		}
 		last = t.Seq
-		if t.Role != TurnUser && t.Role != TurnAssistant {
+		if t.Role != TurnUser && t.Role != TurnAssistant && t.Role != TurnFired {
 			return fmt.Errorf("wire: state history has role %q", truncate(t.Role, 20))
 		}
 		if err := checkText("history text", t.Text, MaxTextSize); err != nil {

@@ -208,7 +208,7 @@ func TestScheduleWakesStoppedSandbox(t *testing.T) {
 		return ""
 	}
 	got = firing(d.sup, time.Now().Add(61*time.Second))
-	if !strings.Contains(got, "[schedule ") || !strings.Contains(got, "stretch") || strings.Contains(got, "late") {
+	if !strings.Contains(got, "not a message from the user: a schedule you set fired") || !strings.Contains(got, "stretch") || strings.Contains(got, "late") {
 		t.Fatalf("firing reply %q", got)
 	}
 	if st, _ := d.sup.Status(id); !st.Running {

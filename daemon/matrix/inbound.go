@@ -65,7 +65,9 @@ func (c *Channel) processInbound(ctx context.Context) {
 func (c *Channel) handle(ctx context.Context, e store.MatrixEvent) (done bool, err error) {
 	var in inbound
 	if err := json.Unmarshal(e.Body, &in); err != nil {
-		c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "undecodable record")
+		if err := c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "undecodable record"); err != nil {
+			return false, err
+		}
 		return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
 	}
 	room, sender := id.RoomID(e.RoomID), id.UserID(e.Sender)
@@ -81,7 +83,9 @@ func (c *Channel) handle(ctx context.Context, e store.MatrixEvent) (done bool, e
 	case kindMessage:
 		return c.handleMessage(ctx, e, in.Text, room, sender)
 	}
-	c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "unknown record kind")
+	if err := c.cfg.Audit.Refuse("channel:matrix", "matrix.refused", e.RoomID, "unknown record kind"); err != nil {
+		return false, err
+	}
 	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
 }
 
@@ -147,7 +151,9 @@ func (c *Channel) handleInvite(ctx context.Context, e store.MatrixEvent, room id
 			if n, err := c.strangerRooms(ctx); err != nil {
 				return false, err
 			} else if n >= c.cfg.MaxStrangerRooms {
-				c.cfg.Audit.Refuse("channel:"+string(inviter), "matrix.invite", string(room), "too many rooms wait for approval")
+				if err := c.cfg.Audit.Refuse("channel:"+string(inviter), "matrix.invite", string(room), "too many rooms wait for approval"); err != nil {
+					return false, err
+				}
 				c.cli.LeaveRoom(ctx, room)
 				return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
 			}
@@ -162,10 +168,16 @@ func (c *Channel) handleInvite(ctx context.Context, e store.MatrixEvent, room id
 		case st == contactPending:
 			return false, nil
 		case st == contactDenied:
+			if err := c.audit("matrix.invite", string(room), "refused", "inviter "+string(inviter)+" is not an approved contact"); err != nil {
+				return false, err
+			}
 			c.cli.LeaveRoom(ctx, room) // decline the invite
-			c.audit("matrix.invite", string(room), "refused", "inviter "+string(inviter)+" is not an approved contact")
 			return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
 		}
+	}
+	// Audited before it happens: a join that cannot be audited does not.
+	if err := c.audit("matrix.join", string(room), "", "invited by "+string(inviter)); err != nil {
+		return false, err
 	}
 	if _, err := c.cli.JoinRoomByID(ctx, room); err != nil {
 		return false, fmt.Errorf("joining %s: %w", room, err)
@@ -178,9 +190,6 @@ func (c *Channel) handleInvite(ctx context.Context, e store.MatrixEvent, room id
 		}
 	}
 	c.subscribe(ctx, room)
-	if err := c.audit("matrix.join", string(room), "", "invited by "+string(inviter)); err != nil {
-		return false, err
-	}
 	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, 0)
 }
 
@@ -214,7 +223,9 @@ func (c *Channel) handleMember(ctx context.Context, e store.MatrixEvent, room id
 		return true, err
 	}
 	if st == contactDenied {
-		c.audit("matrix.member", string(room), "refused", string(who)+" is not an approved contact; the bot stays silent while they are in the room")
+		if err := c.audit("matrix.member", string(room), "refused", string(who)+" is not an approved contact; the bot stays silent while they are in the room"); err != nil {
+			return false, err
+		}
 	}
 	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, 0)
 }
@@ -251,7 +262,9 @@ func (c *Channel) handleEncrypted(ctx context.Context, e store.MatrixEvent, in i
 		return false, nil
 	}
 	// Reported to the sender and the operator, never dropped silently.
-	c.audit("matrix.undecryptable", string(room), "refused", "an event from "+string(sender)+" could not be decrypted: "+shortErr(err))
+	if aerr := c.audit("matrix.undecryptable", string(room), "refused", "an event from "+string(sender)+" could not be decrypted: "+shortErr(err)); aerr != nil {
+		return false, aerr
+	}
 	c.log.Warn("an undecryptable Matrix event", "room", string(room), "sender", string(sender), "err", shortErr(err))
 	return c.refuse(ctx, e, room, sender, "I could not decrypt that message. Please check that your client shares room keys with my device (verify it), then send it again.")
 }
@@ -271,7 +284,9 @@ func (c *Channel) refuse(ctx context.Context, e store.MatrixEvent, room id.RoomI
 	if err != nil {
 		return false, err
 	}
-	c.cfg.Audit.Refuse("channel:"+string(sender), "matrix.refused", string(room), firstWords(reason))
+	if err := c.cfg.Audit.Refuse("channel:"+string(sender), "matrix.refused", string(room), firstWords(reason)); err != nil {
+		return false, err
+	}
 	if ok, _ := c.allowed(ctx, session, has, sender); ok && has {
 		if bad, err := c.unapproved(ctx, room, session); err == nil && len(bad) == 0 {
 			if err := c.sendNotice(ctx, room, "icr."+hashHex(e.EventID)[:32], reason); err != nil {
@@ -312,7 +327,9 @@ func (c *Channel) handleMessage(ctx context.Context, e store.MatrixEvent, text s
 	case st == contactPending:
 		return false, nil // held: nothing of theirs reaches a sandbox
 	case st == contactDenied:
-		c.audit("matrix.message", string(room), "refused", "sender "+string(sender)+" is not an approved contact")
+		if err := c.audit("matrix.message", string(room), "refused", "sender "+string(sender)+" is not an approved contact"); err != nil {
+			return false, err
+		}
 		return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
 	}
 	return true, c.handOff(ctx, e, text, room, sender)

@@ -383,7 +383,7 @@ func (r *OutboxReader) copyFile(ctx context.Context) (_ []byte, release func(), 
 		if !fi.Mode().IsRegular() {
 			return nil, nil, hostile(RefusedNotRegular, "the journal beside it is a %s", fi.Mode().Type())
 		}
-		if fi.Size() > 0 {
+		if fi.Size() > 0 && journalIsHot(r.Path+"-journal") {
 			return nil, nil, ErrHotJournal
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -556,4 +556,22 @@ func harden(conn *sqlite.Conn) error {
 	conn.Limit(sqlite.LimitTriggerDepth, 0)
 	conn.Limit(sqlite.LimitVDBEOp, 1<<20)
 	return queuedb.Pragmas(conn, "PRAGMA trusted_schema=OFF", "PRAGMA cell_size_check=ON", "PRAGMA mmap_size=0")
+}
+
+// journalIsHot applies SQLite's own test (pager.c, hasHotJournal): a
+// non-empty journal whose first byte is zero is not hot, and SQLite neither
+// rolls it back nor removes it until its next write commits. Treating such
+// a leftover (an agent killed while its journal was being created) as hot
+// would refuse the outbox forever: the restarted agent rings before it
+// writes, and is refused each time. A journal that cannot be read counts
+// as hot (fail closed: the rows wait).
+func journalIsHot(path string) bool {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return !errors.Is(err, unix.ENOENT)
+	}
+	defer unix.Close(fd)
+	var first [1]byte
+	n, err := unix.Pread(fd, first[:], 0)
+	return err != nil || n != 1 || first[0] != 0
 }

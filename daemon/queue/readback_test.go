@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -32,5 +33,23 @@ func TestInboxReadBack(t *testing.T) {
 	rows, err = in.Read(1)
 	if err != nil || len(rows) != 2 || rows[0].Header.Seq != 4 {
 		t.Fatalf("after compaction: %+v %v", rows, err)
+	}
+}
+
+// A journal SQLite itself would not call hot (first byte zero) does not
+// hold the outbox back; one with a header does.
+func TestJournalIsHot(t *testing.T) {
+	dir := t.TempDir()
+	p := dir + "/outbox.db-journal"
+	if journalIsHot(p) {
+		t.Fatal("a missing journal is hot")
+	}
+	os.WriteFile(p, make([]byte, 512), 0o600)
+	if journalIsHot(p) {
+		t.Fatal("a zeroed journal is hot")
+	}
+	os.WriteFile(p, append([]byte{0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7}, make([]byte, 504)...), 0o600)
+	if !journalIsHot(p) {
+		t.Fatal("a journal with a header is not hot")
 	}
 }

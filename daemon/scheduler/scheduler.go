@@ -45,6 +45,13 @@ type Target interface {
 	SessionKey(ctx context.Context, id wire.SessionID) (*wire.Key, error)
 }
 
+// ErrNotPermitted is what a Target's Fire returns (wrapped) for a session
+// whose current profile does not permit schedules (the schedule tool
+// granted and permission.schedule on): the firing is skipped, not retried,
+// and the schedule moves on as if it had fired (a one-off one is gone), so
+// a schedule the owner never approved, or no longer does, never fires.
+var ErrNotPermitted = errors.New("scheduler: the session's profile does not permit schedules")
+
 // Defaults for Config's zero fields.
 const (
 	// DefaultGrace: a firing more than this after its time is marked late.
@@ -188,10 +195,12 @@ func (s *Scheduler) fire(ctx context.Context, d store.Due, now time.Time) error 
 	}
 	late := now.Sub(time.Unix(d.At, 0)) > s.cfg.Grace
 	written, err := s.cfg.Target.Fire(ctx, d.Session, wire.Fired{ID: sc.ID, Text: sc.Text, Due: d.At, Late: late})
-	if !written {
+	switch {
+	case errors.Is(err, ErrNotPermitted):
+		s.cfg.Log.Warn("a schedule was skipped: its session's profile does not permit schedules", "session", d.Session.String())
+	case !written:
 		return err
-	}
-	if err != nil {
+	case err != nil:
 		// In the inbox; the sandbox will handle it when it next runs.
 		s.cfg.Log.Warn("a schedule fired but its sandbox did not start", "session", d.Session.String(), "err", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -164,5 +165,29 @@ func TestChangedWakesRun(t *testing.T) {
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
+	}
+}
+
+// A firing the session's profile does not permit is skipped for good, not
+// retried: the one-off schedule is gone and the recurring one moves on
+// without ever reaching the inbox.
+func TestNotPermittedFiringIsSkipped(t *testing.T) {
+	st, tg, id := setup(t)
+	ctx := context.Background()
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "once", At: t0.Unix(), Text: "tea"})
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "rep", At: t0.Unix(), Every: 60, Text: "stretch"})
+	clock := &fakeClock{now: t0}
+	s := New(Config{Store: st, Target: tg, Clock: clock})
+	tg.fail = fmt.Errorf("session x: %w", ErrNotPermitted)
+	s.Tick(ctx)
+	if len(s.retry) != 0 {
+		t.Fatalf("skipped firings wait to be retried: %v", s.retry)
+	}
+	next, ok, err := st.NextDue(ctx)
+	if err != nil || !ok || next.At != t0.Unix()+60 {
+		t.Fatalf("after the skip the next due is %+v %v %v; want only the recurring one, a minute on", next, ok, err)
+	}
+	if due, _ := st.DueBy(ctx, t0.Unix()+60, 10); len(due) != 1 {
+		t.Fatalf("%d schedules left, want 1 (the one-off one is gone)", len(due))
 	}
 }

@@ -292,6 +292,11 @@ func (w *Wall) collect(ctx context.Context) (taken uint64, delivered int, copied
 			return taken, delivered, copied, nil
 		}
 		if err := w.cfg.Deliver(ctx, rows); err != nil {
+			// Delivery may refuse the outbox too (the session's replies
+			// past its caps): it fails this session like any other.
+			if errors.Is(err, queue.ErrHostile) {
+				err = w.fail(err)
+			}
 			return taken, delivered, copied, fmt.Errorf("session %s: delivering: %w", w.cfg.ID, err)
 		}
 		taken = rows[len(rows)-1].Header.Seq

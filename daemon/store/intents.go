@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
@@ -13,6 +14,27 @@ import (
 
 // MaxTxnIDLen caps a channel transaction id.
 const MaxTxnIDLen = 255
+
+// Caps on a session's replies taken from its agent and not yet delivered
+// (docs/agent.md, "Caps"). Replies wait in the store while their channel
+// cannot deliver them (a room that is not encrypted or holds an unapproved
+// member, a console session nobody chats with); an agent that keeps writing
+// replies nobody reads must not grow the daemon's disk without bound. An
+// honest assistant answers each message with a few replies and its
+// schedules fire at most once a minute each: it would take days of firings
+// nobody reads to reach these.
+const (
+	MaxUndeliveredReplies = 4096
+	MaxUndeliveredBytes   = 64 << 20 // sealed bytes
+	// PendingBatch is the most intents PendingIntents returns at once
+	// (the oldest): a channel that polls pays for a bounded batch, never
+	// for the whole backlog.
+	PendingBatch = 64
+)
+
+// ErrBacklog means a session's undelivered replies are at their cap
+// (MaxUndeliveredReplies, MaxUndeliveredBytes): nothing was taken.
+var ErrBacklog = errors.New("store: the session's undelivered replies are at their cap")
 
 // Intent is a delivery that was started and is not yet known to have
 // finished: outbox row OutboxSeq is to be sent with channel transaction id
@@ -126,15 +148,20 @@ func (s *Store) MarkDelivered(ctx context.Context, id wire.SessionID, outboxSeq 
 	return nil
 }
 
-// PendingIntents returns the session's undelivered intents in outbox order.
-func (s *Store) PendingIntents(ctx context.Context, id wire.SessionID) ([]Intent, error) {
+// PendingIntents returns the session's oldest undelivered intents in outbox
+// order, at most limit of them (PendingBatch if limit is not positive or
+// larger): the rest come once these are delivered.
+func (s *Store) PendingIntents(ctx context.Context, id wire.SessionID, limit int) ([]Intent, error) {
+	if limit <= 0 || limit > PendingBatch {
+		limit = PendingBatch
+	}
 	var out []Intent
 	err := s.readTx(ctx, func(c *sqlite.Conn) error {
 		if err := activeSession(c, id); err != nil {
 			return err
 		}
-		return sqlitex.Execute(c, "SELECT outbox_seq, txn_id, created, body FROM delivery_intents WHERE session_id = ? ORDER BY outbox_seq", &sqlitex.ExecOptions{
-			Args: []any{id.String()},
+		return sqlitex.Execute(c, "SELECT outbox_seq, txn_id, created, body FROM delivery_intents WHERE session_id = ? ORDER BY outbox_seq LIMIT ?", &sqlitex.ExecOptions{
+			Args: []any{id.String(), limit},
 			ResultFunc: func(st *sqlite.Stmt) error {
 				in := Intent{
 					Session:   id,
@@ -178,7 +205,9 @@ type TakenReply struct {
 // moves to lastSeq, all in one transaction. From then on the store, not the
 // agent's outbox, is the record of the reply: after a crash PendingIntents
 // returns it with its text, and the channel resends it under the same
-// transaction id until MarkDelivered.
+// transaction id until MarkDelivered. Replies that would take the session's
+// undelivered ones past MaxUndeliveredReplies or MaxUndeliveredBytes fail
+// it with ErrBacklog, and nothing is taken.
 func (s *Store) TakeReplies(ctx context.Context, id wire.SessionID, lastSeq uint64, replies []TakenReply) error {
 	last, err := i64("outbox sequence", lastSeq)
 	if err != nil {
@@ -203,6 +232,21 @@ func (s *Store) TakeReplies(ctx context.Context, id wire.SessionID, lastSeq uint
 		delivered, err := cursor(c, id, CursorOutboxDelivered)
 		if err != nil {
 			return err
+		}
+		var count, size int64
+		if err := sqlitex.Execute(c, "SELECT count(*), coalesce(sum(length(body)), 0) FROM delivery_intents WHERE session_id = ?", &sqlitex.ExecOptions{
+			Args:       []any{id.String()},
+			ResultFunc: func(st *sqlite.Stmt) error { count, size = st.ColumnInt64(0), st.ColumnInt64(1); return nil },
+		}); err != nil {
+			return err
+		}
+		for i, r := range replies {
+			if r.OutboxSeq > delivered {
+				count, size = count+1, size+int64(len(sealed[i]))
+			}
+		}
+		if count > MaxUndeliveredReplies || size > MaxUndeliveredBytes {
+			return fmt.Errorf("%w: %d replies, %d bytes (at most %d, %d)", ErrBacklog, count, size, MaxUndeliveredReplies, MaxUndeliveredBytes)
 		}
 		for i, r := range replies {
 			if r.OutboxSeq <= delivered {

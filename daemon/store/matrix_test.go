@@ -28,7 +28,7 @@ func TestTakeRepliesKeepsTextUntilDelivered(t *testing.T) {
 	if err := s.TakeReplies(ctx, id, 3, []TakenReply{{OutboxSeq: 2, TxnID: "ic.other", Body: []byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
-	in, err := s.PendingIntents(ctx, id)
+	in, err := s.PendingIntents(ctx, id, 0)
 	if err != nil || len(in) != 1 || in[0].OutboxSeq != 2 || in[0].TxnID != "ic.a.2" || !bytes.Equal(in[0].Body, secret) {
 		t.Fatalf("%+v %v", in, err)
 	}
@@ -38,7 +38,7 @@ func TestTakeRepliesKeepsTextUntilDelivered(t *testing.T) {
 	if err := s.MarkDelivered(ctx, id, 2); err != nil {
 		t.Fatal(err)
 	}
-	if in, _ := s.PendingIntents(ctx, id); len(in) != 0 {
+	if in, _ := s.PendingIntents(ctx, id, 0); len(in) != 0 {
 		t.Fatalf("still pending: %+v", in)
 	}
 	// Erasing the session takes undelivered replies with it.
@@ -48,7 +48,7 @@ func TestTakeRepliesKeepsTextUntilDelivered(t *testing.T) {
 	if err := s.EraseSession(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PendingIntents(ctx, id); !errors.Is(err, ErrErased) {
+	if _, err := s.PendingIntents(ctx, id, 0); !errors.Is(err, ErrErased) {
 		t.Fatalf("intents of an erased session: %v", err)
 	}
 	var n int

@@ -504,7 +504,7 @@ func TestIntents(t *testing.T) {
 	if err := s.RecordIntent(ctx, id, 2, "txn-2"); err != nil {
 		t.Fatal(err)
 	}
-	pend, err := s.PendingIntents(ctx, id)
+	pend, err := s.PendingIntents(ctx, id, 0)
 	if err != nil || len(pend) != 2 || pend[0].OutboxSeq != 1 || pend[0].TxnID != "txn-1" || pend[1].OutboxSeq != 2 {
 		t.Fatalf("PendingIntents = %+v, %v", pend, err)
 	}
@@ -526,7 +526,7 @@ func TestIntents(t *testing.T) {
 	if v, _ := s.Cursor(ctx, id, CursorOutboxDelivered); v != 1 {
 		t.Fatalf("outbox.delivered moved without an intent: %d", v)
 	}
-	pend, _ = s.PendingIntents(ctx, id)
+	pend, _ = s.PendingIntents(ctx, id, 0)
 	if len(pend) != 1 || pend[0].OutboxSeq != 2 {
 		t.Fatalf("PendingIntents after delivery = %+v", pend)
 	}

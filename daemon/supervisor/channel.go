@@ -12,10 +12,12 @@ import (
 // What a chat channel needs beyond Send and Subscribe to deliver exactly
 // once in both directions (see docs/matrix.md, "Exactly once").
 
-// Undelivered returns the replies of binding's session that were taken from
-// its agent and not yet marked Delivered, in outbox order (none if binding
-// has no session). A channel sends them at start and whenever a Subscribe
-// notice was missed.
+// Undelivered returns the oldest replies of binding's session that were
+// taken from its agent and not yet marked Delivered, in outbox order, at
+// most store.PendingBatch of them (none if binding has no session): a
+// channel polling a room it cannot deliver to pays for one bounded batch.
+// A channel sends them at start and whenever a Subscribe notice was missed;
+// the next ones come once these are marked Delivered.
 func (s *Supervisor) Undelivered(ctx context.Context, binding string) ([]Reply, error) {
 	sess, err := s.cfg.Store.SessionByBinding(ctx, binding)
 	if errors.Is(err, store.ErrNotFound) {
@@ -24,7 +26,7 @@ func (s *Supervisor) Undelivered(ctx context.Context, binding string) ([]Reply, 
 	if err != nil {
 		return nil, err
 	}
-	intents, err := s.cfg.Store.PendingIntents(ctx, sess.ID)
+	intents, err := s.cfg.Store.PendingIntents(ctx, sess.ID, store.PendingBatch)
 	if err != nil {
 		return nil, err
 	}

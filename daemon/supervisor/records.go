@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ironclaw/ironclaw/agentd/profile"
+	"github.com/ironclaw/ironclaw/agentd/tools"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/queue"
+	"github.com/ironclaw/ironclaw/daemon/scheduler"
 	"github.com/ironclaw/ironclaw/daemon/store"
 )
 
@@ -24,14 +27,35 @@ import (
 // is lost. Only the last operation on each name counts (a flood of writes to
 // one key costs one), and puts past a session's cap are refused and audited,
 // not retried.
+//
+// The agent's own check of its tools is not trusted: an operation the
+// session's current approved profile does not permit (the tool that writes
+// it granted, and its permission on) is dropped and audited, so a
+// compromised agent cannot keep memory, notes or schedules the owner never
+// approved.
 func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row) error {
 	type name struct{ kind, name string }
 	last := map[name]int{}
 	var ops []store.RecordOp
 	added := false
+	var p *profile.Profile
 	for _, r := range rows {
 		op, ok := store.OpFromBody(r.Body)
 		if !ok {
+			continue
+		}
+		if p == nil {
+			_, cur, err := s.cfg.Store.CurrentProfile(ctx, c.id)
+			if err != nil {
+				return err
+			}
+			p = &cur
+		}
+		if tool := opTool(r.Body); !tools.Granted(*p, tool) {
+			// A fixed class: the tool's name, never what the agent wrote.
+			if err := s.cfg.Audit.Refuse("agent:"+c.id.String(), "records.refused", c.id.String(), "not permitted by the profile: "+tool); err != nil {
+				return err
+			}
 			continue
 		}
 		if i, seen := last[name{op.Kind, op.Name}]; seen {
@@ -65,6 +89,89 @@ func (s *Supervisor) applyRecords(ctx context.Context, c *conv, rows []queue.Row
 	return nil
 }
 
+// Refusal classes of an outbox whose replies the daemon will not take
+// (docs/agent.md, "Caps"): fixed words for the audit log, like queue's.
+const (
+	RefusedBacklog    = "too many undelivered replies"
+	RefusedInboxAhead = "too far ahead of its recorded progress"
+)
+
+// MaxEchoesAhead caps the Delivered echoes in the inbox past the progress
+// the agent recorded (store cursor inbox.consumed). Every reply is echoed
+// into the inbox, and compaction only removes rows the agent reported
+// consumed: an agent that replies and never reports would grow the inbox
+// without bound. Only echoes count, never the user's own messages, so a
+// flood of messages cannot fail an honest agent; and an honest agent
+// reports its progress in the same outbox transaction as its replies.
+const MaxEchoesAhead = 8192
+
+// checkBacklog refuses the outbox (the session fails alone, as for any
+// hostile outbox) if echoing the replies among rows would leave more than
+// MaxEchoesAhead echoes past the agent's recorded progress. The undelivered
+// replies' own cap is enforced where they are taken (store.TakeReplies,
+// ErrBacklog).
+func (s *Supervisor) checkBacklog(ctx context.Context, c *conv, rows []queue.Row) error {
+	replies := 0
+	head := c.inboxHead.Load()
+	var reported uint64
+	for _, r := range rows {
+		switch b := r.Body.(type) {
+		case wire.Reply:
+			replies++
+		case wire.Progress:
+			reported = max(reported, min(b.Inbox, head))
+		}
+	}
+	if replies == 0 {
+		return nil
+	}
+	consumed, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed)
+	if err != nil {
+		return err
+	}
+	if !c.echoesLoaded {
+		// Once per conversation: the echoes an earlier daemon run wrote.
+		inbox, err := c.wall.InboxRows(consumed)
+		if err != nil {
+			return fmt.Errorf("supervisor: counting the echoes of session %s: %w", c.id, err)
+		}
+		for _, r := range inbox {
+			if _, ok := r.Body.(wire.Delivered); ok {
+				c.echoes = append(c.echoes, r.Header.Seq)
+			}
+		}
+		c.echoesLoaded = true
+	}
+	consumed = max(consumed, reported)
+	i := 0
+	for i < len(c.echoes) && c.echoes[i] <= consumed {
+		i++
+	}
+	c.echoes = c.echoes[i:]
+	if len(c.echoes)+replies <= MaxEchoesAhead {
+		return nil
+	}
+	return &queue.HostileError{Class: RefusedInboxAhead,
+		Err: fmt.Errorf("%d echoes past the recorded progress %d, and %d more replies (at most %d)", len(c.echoes), consumed, replies, MaxEchoesAhead)}
+}
+
+// opTool names the tool whose grant (and permission) a record operation
+// row needs: the tool that writes it.
+func opTool(b wire.Body) string {
+	switch op := b.(type) {
+	case wire.MemoryOp:
+		if op.Op == wire.OpRemove {
+			return "forget"
+		}
+		return "remember"
+	case wire.NoteOp:
+		return "note_write"
+	case wire.ScheduleOp:
+		return "schedule"
+	}
+	return ""
+}
+
 // echoReplies writes the replies among rows back into the inbox as
 // Delivered rows and records them as history, so the next turns' context is
 // rebuilt from what the daemon accepted, never from the agent's own record.
@@ -84,6 +191,11 @@ func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row)
 	}
 	c.noteInbox(last)
 	first := last - uint64(len(echoes)) + 1
+	if c.echoesLoaded {
+		for seq := first; seq <= last; seq++ {
+			c.echoes = append(c.echoes, seq)
+		}
+	}
 	turns := make([]wire.Turn, len(echoes))
 	for i, e := range echoes {
 		turns[i] = wire.Turn{Seq: first + uint64(i), Role: wire.TurnAssistant, Text: e.(wire.Delivered).Text}
@@ -144,10 +256,12 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 	return hs.Marshal(), nil
 }
 
-// recordUser records a message or firing the daemon wrote at inbox row seq
-// as a user turn of the history.
-func (s *Supervisor) recordUser(ctx context.Context, c *conv, seq uint64, text string) error {
-	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, wire.Turn{Seq: seq, Role: wire.TurnUser, Text: text})
+// recordTurn records a message (wire.TurnUser) or schedule firing
+// (wire.TurnFired) the daemon wrote at inbox row seq in the history. A
+// firing keeps its own role: its text is the agent's, and recorded as the
+// user's it would come back after a restart as words the user never said.
+func (s *Supervisor) recordTurn(ctx context.Context, c *conv, seq uint64, role, text string) error {
+	return s.cfg.Store.AppendHistory(ctx, c.id, c.key, wire.Turn{Seq: seq, Role: role, Text: text})
 }
 
 // Fire writes a schedule firing into a session's inbox (audited first) and
@@ -161,6 +275,17 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 	}
 	if sess.State != store.StateActive {
 		return false, store.ErrErased
+	}
+	// The profile decides, not the agent that wrote the schedule: one set
+	// while permitted (or forged) does not fire once the owner has not
+	// approved schedules. Audited, then skipped for good (not retried).
+	if _, p, err := s.cfg.Store.CurrentProfile(ctx, id); err != nil {
+		return false, err
+	} else if !tools.Granted(p, "schedule") {
+		if err := s.cfg.Audit.Refuse("daemon", "schedule.skipped", id.String(), "not permitted by the profile: schedule"); err != nil {
+			return false, fmt.Errorf("supervisor: audit: %w", err)
+		}
+		return false, fmt.Errorf("supervisor: session %s: %w", id, scheduler.ErrNotPermitted)
 	}
 	c, err := s.conversation(ctx, sess.Binding)
 	if err != nil {
@@ -178,7 +303,7 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 		return false, err
 	}
 	c.noteWork(seq)
-	if err := s.recordUser(ctx, c, seq, f.Text); err != nil {
+	if err := s.recordTurn(ctx, c, seq, wire.TurnFired, f.Text); err != nil {
 		s.cfg.Log.Error("recording a schedule firing in the history", "session", id.String(), "err", err)
 	}
 	return true, s.ensureSandbox(ctx, c, false)

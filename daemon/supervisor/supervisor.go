@@ -268,6 +268,12 @@ type conv struct {
 	workHead  atomic.Uint64
 	compacted atomic.Uint64 // inbox rows through this seq were compacted away
 
+	// echoes are the inbox seqs of the Delivered echoes past the agent's
+	// recorded progress, oldest first, once loaded (checkBacklog). Only
+	// deliver touches them, and the wall runs one delivery at a time.
+	echoes       []uint64
+	echoesLoaded bool
+
 	profileMu sync.Mutex // serialises syncProfile, so a version is sent once
 
 	mu        sync.Mutex       // guards the fields below
@@ -359,7 +365,7 @@ func (s *Supervisor) Send(ctx context.Context, binding, from, text string) (wire
 		return c.id, 0, err
 	}
 	c.noteWork(seq)
-	if err := s.recordUser(ctx, c, seq, text); err != nil {
+	if err := s.recordTurn(ctx, c, seq, wire.TurnUser, text); err != nil {
 		return c.id, seq, err
 	}
 	if err := s.ensureSandbox(ctx, c, false); err != nil {
@@ -617,6 +623,10 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 	// after that loses nothing: the channel finds the intent (Undelivered)
 	// and sends it under the same transaction id until it calls Delivered.
 	ctx = context.WithoutCancel(ctx)
+	// The caps come first: a refused outbox leaves nothing half-applied.
+	if err := s.checkBacklog(ctx, c, rows); err != nil {
+		return err
+	}
 	// Record operations are idempotent: applied before the
 	// cursor moves, so a failure offers them again (records.go).
 	if err := s.applyRecords(ctx, c, rows); err != nil {
@@ -628,7 +638,9 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 			taken = append(taken, store.TakenReply{OutboxSeq: r.Header.Seq, TxnID: ReplyTxnID(c.id, r.Header.Seq), Body: []byte(b.Text)})
 		}
 	}
-	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); err != nil {
+	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); errors.Is(err, store.ErrBacklog) {
+		return &queue.HostileError{Class: RefusedBacklog, Err: err}
+	} else if err != nil {
 		s.cfg.Log.Error("recording replies taken from the outbox; they will be offered again", "session", c.id.String(), "err", err)
 		return err
 	}
