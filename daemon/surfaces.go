@@ -39,6 +39,8 @@ func (d *Daemon) operatorService(hub *operator.Hub) (*operator.Service, error) {
 		PinAgent:     d.PinInstalledAgent,
 		LocalBinding: LocalBinding,
 		Hub:          hub,
+		// The devices page; the channel may start after the service.
+		MatrixDevices: d.matrixDevices,
 	})
 }
 
