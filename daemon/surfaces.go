@@ -45,6 +45,8 @@ func (d *Daemon) operatorService(hub *operator.Hub) (*operator.Service, error) {
 		},
 		LocalBinding: LocalBinding,
 		Hub:          hub,
+		// The devices page; the channel may start after the service.
+		MatrixDevices: d.matrixDevices,
 	})
 }
 

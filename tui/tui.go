@@ -41,6 +41,7 @@ const (
 	PageApprovals
 	PageAudit
 	PageChat
+	PageDevices
 )
 
 // Model is the console's root model.
@@ -74,6 +75,7 @@ func New(ctx context.Context, op api.Operator, o Options) *Model {
 	}
 	m.chat = pages.NewChat(c)
 	m.pages = []pages.Page{pages.NewOverview(c), pages.NewSessions(c), pages.NewApprovals(c), pages.NewAudit(c), m.chat}
+	m.pages = append(m.pages, pages.NewDevices(c))
 	m.help.SetWidth(c.Width)
 	return m
 }
@@ -178,6 +180,8 @@ func (m *Model) key(msg tea.KeyPressMsg) tea.Cmd {
 		return m.switchTo(PageAudit)
 	case key.Matches(msg, k.Chat):
 		return m.switchTo(PageChat)
+	case key.Matches(msg, k.Devices):
+		return m.switchTo(PageDevices)
 	default:
 		if m.showHelp && key.Matches(msg, k.Back) {
 			m.showHelp = false
@@ -205,7 +209,7 @@ func (k keyMap) FullHelp() [][]key.Binding { return k.full }
 func (m *Model) keys() keyMap {
 	k := m.c.Keys
 	page := m.pages[m.active]
-	global := []key.Binding{k.NextPage, k.Overview, k.Sessions, k.Approvals, k.Audit, k.Chat, k.Refresh, k.Help, k.Quit}
+	global := []key.Binding{k.NextPage, k.Overview, k.Sessions, k.Approvals, k.Audit, k.Chat, k.Devices, k.Refresh, k.Help, k.Quit}
 	return keyMap{
 		short: append(page.ShortHelp(), k.NextPage, k.Help, k.Quit),
 		full:  append(page.FullHelp(), global),

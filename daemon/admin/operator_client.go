@@ -163,3 +163,7 @@ func (c *Client) Subscribe(ctx context.Context) <-chan api.Event {
 	}()
 	return out
 }
+
+func (c *Client) MatrixDevices(ctx context.Context) (api.MatrixDevices, error) {
+	return do[api.MatrixDevices](ctx, c, "GET", "/v1/matrix/devices", nil)
+}

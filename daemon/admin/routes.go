@@ -113,6 +113,7 @@ func Routes(mux *http.ServeMux, bind Binder) {
 		return o.AuditEntries(r.Context(), api.AuditQuery{Contains: r.URL.Query().Get("contains"), Limit: limit})
 	})
 	get("POST /v1/audit/verify", func(r *http.Request, o api.Operator) (any, error) { return o.VerifyAudit(r.Context()) })
+	get("GET /v1/matrix/devices", func(r *http.Request, o api.Operator) (any, error) { return o.MatrixDevices(r.Context()) })
 	// Events stream as JSON lines until the client goes away.
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		fl, ok := w.(http.Flusher)

@@ -17,6 +17,8 @@ type Operator interface {
 	// PinAgent makes new sessions pin the installed agent binary (existing
 	// sessions move only through approved software changes). Audited.
 	PinAgent(ctx context.Context) (Status, error)
+	// Matrix is the Matrix channel's devices and trust (read-only).
+	Matrix
 }
 
 // Changes is the change gateway as an operator sees it.

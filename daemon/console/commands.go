@@ -26,9 +26,9 @@ func runCommand(ctx context.Context, op api.Operator, args []string, stdout, std
 	all := fs.Bool("all", false, "approvals: include decided requests")
 	contains := fs.String("contains", "", "audit: only entries containing this text")
 	limit := fs.Int("limit", 0, "audit: the newest N entries (default 1000)")
-	usage := "commands: approvals --json [--all] | sessions --json | audit --json [--contains TEXT] [--limit N]; without a command, the console"
+	usage := "commands: approvals --json [--all] | sessions --json | audit --json [--contains TEXT] [--limit N] | devices --json; without a command, the console"
 	switch args[0] {
-	case "approvals", "sessions", "audit":
+	case "approvals", "sessions", "audit", "devices":
 	default:
 		fmt.Fprintf(stderr, "ironclaw: error: unknown command %q\nironclaw: hint: %s\n", sanitize.Line(args[0]), usage)
 		return 2
@@ -46,6 +46,8 @@ func runCommand(ctx context.Context, op api.Operator, args []string, stdout, std
 		v, err = op.ListSessions(ctx)
 	case "audit":
 		v, err = op.AuditEntries(ctx, api.AuditQuery{Contains: *contains, Limit: *limit})
+	case "devices":
+		v, err = op.MatrixDevices(ctx)
 	}
 	if err != nil {
 		return fail(err)

@@ -95,6 +95,9 @@ type Config struct {
 	ModelProbe func(ctx context.Context) error
 	// LocalBinding is the binding of the local console session.
 	LocalBinding string
+	// MatrixDevices reads the Matrix channel's devices; ok is false (or the
+	// func nil) when there is no Matrix channel.
+	MatrixDevices func(ctx context.Context) (d api.MatrixDevices, ok bool, err error)
 	// Hub carries events; nil makes one.
 	Hub *Hub
 }

@@ -10,6 +10,7 @@ type KeyMap struct {
 	NextPage, PrevPage                    key.Binding
 	Overview, Sessions, Approvals, Audit  key.Binding
 	Chat                                  key.Binding
+	Devices                               key.Binding
 	Approve, Deny, Confirm, Cancel        key.Binding
 	ToggleAll, Filter, Verify, Restart    key.Binding
 	Stop, Records, Transcript, History    key.Binding
@@ -38,6 +39,7 @@ func DefaultKeyMap() KeyMap {
 		Approvals:  b([]string{"3"}, "3", "approvals"),
 		Audit:      b([]string{"4"}, "4", "audit"),
 		Chat:       b([]string{"5"}, "5", "chat"),
+		Devices:    b([]string{"6"}, "6", "matrix devices"),
 		Approve:    b([]string{"a"}, "a", "approve…"),
 		Deny:       b([]string{"d"}, "d", "deny…"),
 		Confirm:    b([]string{"y"}, "y", "yes"),

@@ -1,6 +1,7 @@
 // Package pages holds the console's screens: overview, sessions,
-// approvals, audit and chat. Each loads what it shows through daemon/api
-// with commands (never blocking a frame), redraws from what it holds, and
+// approvals, audit, chat and Matrix devices. Each loads what it shows
+// through daemon/api with commands (never blocking a frame), redraws from
+// what it holds, and
 // sanitises every string that came from an agent, a chat, a profile or a
 // config before it reaches the screen.
 package pages

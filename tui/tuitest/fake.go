@@ -25,6 +25,7 @@ type Daemon struct {
 	sessions []api.Session
 	audit    []api.AuditEntry
 	subs     map[chan api.Event]struct{}
+	matrix   api.MatrixDevices // SetMatrixDevices (matrix.go)
 	now      time.Time
 	// transcripts and profiles are per session id.
 	transcripts map[string][]api.Turn
