@@ -1,11 +1,15 @@
 package daemon_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/admin"
 )
 
 // TestSessionCommandsEndToEnd drives the session commands through the real
@@ -29,6 +33,24 @@ func TestSessionCommandsEndToEnd(t *testing.T) {
 	audit, _ := os.ReadFile(filepath.Join(in.root, "state", "audit.log"))
 	if !regexp.MustCompile(`"action":"session.show"[^\n]*"subject":"` + id).Match(audit) {
 		t.Fatalf("showing the records was not audited:\n%s", audit)
+	}
+	// The running sandbox's list line carries its real cgroup usage.
+	list, err := admin.NewClient(filepath.Join(in.root, "run", daemon.AdminSocket)).ListSessions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.ID == id && (!s.Running || s.MemoryBytes == 0 || s.UsageAt.IsZero()) {
+			t.Fatalf("no usage for the running sandbox: %+v", s)
+		}
+	}
+	// The transcript is the conversation the daemon keeps, audited first.
+	if out := in.mustRun("sessions", "transcript", id); !strings.Contains(out, " user ---\nhello\n") || !strings.Contains(out, " assistant ---\nhello\n") {
+		t.Fatalf("transcript:\n%s", out)
+	}
+	audit, _ = os.ReadFile(filepath.Join(in.root, "state", "audit.log"))
+	if !regexp.MustCompile(`"action":"session.show"[^\n]*"subject":"` + id + `"[^\n]*"result":"transcript"`).Match(audit) {
+		t.Fatalf("showing the transcript was not audited:\n%s", audit)
 	}
 	in.mustRun("sessions", "stop", id)
 	if reply := strings.TrimSpace(in.mustRun("chat", "after stop")); reply != "after stop" {

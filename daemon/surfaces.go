@@ -16,6 +16,8 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/console"
 	"github.com/ironclaw/ironclaw/daemon/durable"
 	"github.com/ironclaw/ironclaw/daemon/operator"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
+	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/policy"
 )
 
@@ -35,11 +37,25 @@ func (d *Daemon) operatorService(hub *operator.Hub) (*operator.Service, error) {
 			}
 			return &audit.Anchor{Seq: seq, Hash: hash}, nil
 		},
-		Status:       d.status,
-		PinAgent:     d.PinInstalledAgent,
+		Status:   d.status,
+		PinAgent: d.PinInstalledAgent,
+		Usage:    cgroupUsage(),
+		ModelProbe: func(ctx context.Context) error {
+			return proxy.Preflight(ctx, proxy.NewUpstreamClient(proxy.Limits{}), d.cfg.Model.OllamaURL, d.cfg.Model.Default)
+		},
 		LocalBinding: LocalBinding,
 		Hub:          hub,
 	})
+}
+
+// cgroupUsage reads running sandboxes' usage for the sessions list; nil
+// (no usage shown) on a host whose cgroups cannot be found.
+func cgroupUsage() func(string) (sandbox.CgroupUsage, error) {
+	h, err := sandbox.DiscoverCgroups()
+	if err != nil {
+		return nil
+	}
+	return h.Usage
 }
 
 // status is what only the daemon knows about itself.

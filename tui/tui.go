@@ -121,8 +121,15 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		return m, tea.Batch(cmds...)
 	case tickMsg:
-		// Sandbox state has no events: re-read what shows it.
-		return m, tea.Batch(m.tick(), m.pages[PageOverview].Init(), m.pages[PageSessions].Init())
+		// Sandbox state and usage have no events: re-read what shows
+		// them, only while it is on screen (a hidden page re-reads when
+		// an event or the operator asks). The daemon caches the model
+		// probe behind Status, so this never probes more than it allows.
+		var cmd tea.Cmd
+		if m.active == PageOverview || m.active == PageSessions {
+			cmd = m.pages[m.active].Init()
+		}
+		return m, tea.Batch(m.tick(), cmd)
 	case pages.StatusMsg:
 		m.status = msg
 		return m, nil

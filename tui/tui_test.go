@@ -39,6 +39,13 @@ func fixture() *tuitest.Daemon {
 	d := tuitest.NewDaemon()
 	d.AddSession(api.Session{ID: "0123456789abcdef0123456789abcdef", Binding: "console:local", State: "active", ProfileVersion: 3, Running: true, InboxHead: 12, Progress: 12})
 	d.AddSession(api.Session{ID: "fedcba9876543210fedcba9876543210", Binding: "matrix:!room\x1b[31m:example.org", State: "active", ProfileVersion: 1, InboxHead: 4, Progress: 3})
+	d.SetUsage("0123456789abcdef0123456789abcdef", 96<<20, 2_345_000)
+	d.SetModelHealth("ok", "")
+	d.SetTranscript("0123456789abcdef0123456789abcdef", api.Turn{Seq: 1, Role: "user", Text: "what is on today?"},
+		api.Turn{Seq: 2, Role: "assistant", Text: "Nothing.\x1b[2J\x1b]0;owned\a Rest \u202eeliforp\u202c."})
+	d.AddProfileVersion("0123456789abcdef0123456789abcdef", "instructions: be helpful\nmodel: tiny\n", "+instructions: be helpful\n+model: tiny\n", "")
+	d.AddProfileVersion("0123456789abcdef0123456789abcdef", "instructions: be brief\nmodel: tiny\n",
+		"-instructions: be helpful\n+instructions: be brief\u202e\n model: tiny\n", "00112233445566778899aabbccddeeff")
 	d.AddAudit(5)
 	diff := " model: tiny\n-tools: reply\n+tools: reply, remember, " + strings.Repeat("x", 150) + "\n instructions: be helpful\n"
 	d.File("0123456789abcdef0123456789abcdef", "tools", "agent:0123456789abcdef0123456789abcdef", hostileReason, "base", "proposed", diff)
@@ -203,6 +210,11 @@ func TestGoldenPages(t *testing.T) {
 			{"overview", []step{{nil, []string{"waiting for you"}}}},
 			{"sessions", []step{{[]string{"2"}, []string{"fedcba987654"}}}},
 			{"session-detail", []step{{[]string{"2", "enter"}, []string{"profile version 1"}}}},
+			{"session-transcript", []step{{[]string{"2", "enter"}, []string{"profile version 1"}}, {[]string{"t"}, []string{"transcript, 2 turns"}}}},
+			{"profile-history", []step{{[]string{"2", "enter"}, []string{"profile version 1"}}, {[]string{"h"}, []string{"change 0011"}}}},
+			{"profile-version", []step{{[]string{"2", "enter"}, []string{"profile version 1"}}, {[]string{"h"}, []string{"change 0011"}},
+				{[]string{"down", "enter"}, []string{"+++ version 2"}}}},
+			{"overview-model-missing", []step{{[]string{"2"}, []string{"fedcba987654"}}, {[]string{"1"}, []string{"MODEL MISSING"}}}},
 			{"approvals", []step{{[]string{"3"}, []string{"instructions"}}}},
 			{"approval-detail", []step{detail}},
 			{"approve-confirm", []step{detail, {[]string{"a"}, []string{"Approve and apply exactly this change?"}}}},
@@ -212,8 +224,12 @@ func TestGoldenPages(t *testing.T) {
 			{"help", []step{{[]string{"3", "?"}, []string{"pending/all"}}}},
 		} {
 			t.Run(fmt.Sprintf("%s_%dx%d", tc.name, w, h), func(t *testing.T) {
-				c := start(t, fixture().Operator(alice), w, h)
+				d := fixture()
+				c := start(t, d.Operator(alice), w, h)
 				c.loaded()
+				if tc.name == "overview-model-missing" {
+					d.SetModelHealth("model missing", "the Ollama server at http://127.0.0.1:11434 does not have the model \"tiny\": run `ollama pull tiny` there")
+				}
 				var f string
 				for _, st := range tc.steps {
 					c.keys(st.keys...)
@@ -369,5 +385,92 @@ func TestRecordsOnlyOnKeypress(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d audited reads", n)
+	}
+}
+
+// The transcript is read only on its keypress, audited as this operator's
+// read, sanitised on screen; when the audit cannot be written nothing of
+// the conversation is shown.
+func TestTranscriptOnlyOnKeypressAndAudited(t *testing.T) {
+	d := fixture()
+	c := start(t, d.Operator(alice), 80, 24)
+	c.loaded()
+	c.keys("2", "enter")
+	c.waitFor("profile version 1")
+	shows := func() int {
+		n := 0
+		for _, e := range d.Audit() {
+			if e.Action == "session.show" && e.Result == "transcript" && e.Actor == alice {
+				n++
+			}
+		}
+		return n
+	}
+	if f := c.frame(); shows() != 0 || strings.Contains(f, "what is on today") {
+		t.Fatalf("the transcript was read before the operator asked:\n%s", f)
+	}
+	c.keys("t")
+	f := c.waitFor("transcript, 2 turns", "what is on today?")
+	checkFrame(t, f, 80, 24)
+	if !strings.Contains(f, `\x1b[2J`) || !strings.Contains(f, `\u202e`) {
+		t.Errorf("the agent's escapes were not shown escaped:\n%s", f)
+	}
+	if shows() != 1 {
+		t.Fatalf("%d audited transcript reads, want 1", shows())
+	}
+	// Fail closed: a second session opened after the audit broke shows an
+	// error and no turn.
+	d.BreakAudit()
+	c.keys("esc", "enter", "t")
+	f = c.waitFor("transcript: ")
+	if strings.Contains(f, "what is on today") || strings.Contains(f, "turns (") {
+		t.Fatalf("a transcript was shown although its read was not audited:\n%s", f)
+	}
+}
+
+// The profile history lists each version with the change that made it;
+// a version shows its diff (the approvals page's diff drawing) and text.
+func TestProfileHistory(t *testing.T) {
+	c := start(t, fixture().Operator(alice), 200, 50)
+	c.loaded()
+	c.keys("2", "enter")
+	c.waitFor("profile version 1")
+	c.keys("h")
+	f := c.waitFor("v1", "first version", "v2", "change 00112233445566778899aabbccddeeff")
+	c.keys("down", "enter")
+	f = c.waitFor("--- version 1", "+++ version 2", "+instructions: be brief", "canonical text of version 2", "made by change 0011")
+	checkFrame(t, f, 200, 50)
+	if !strings.Contains(f, `WARNING`) {
+		t.Errorf("the hidden escape in the diff was not flagged:\n%s", f)
+	}
+	c.keys("esc")
+	c.waitFor("enter: text and diff")
+	c.keys("esc")
+	c.waitFor("t transcript")
+}
+
+// While the sessions page is open its list (with sandbox usage) is re-read
+// on the tick; hidden, it is not.
+func TestSessionUsageRefreshes(t *testing.T) {
+	d := fixture()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	m := New(ctx, d.Operator(alice), Options{Width: 200, Height: 50, Refresh: 20 * time.Millisecond})
+	tm := teatest.NewTestModel(t, probed{m}, teatest.WithInitialTermSize(200, 50))
+	t.Cleanup(func() { tm.Quit() })
+	c := &console{t: t, tm: tm}
+	c.keys("2")
+	c.waitFor("fedcba987654")
+	c.keys("enter")
+	c.waitFor("usage    memory 96.0 MiB   cpu 2.345s")
+	d.SetUsage("0123456789abcdef0123456789abcdef", 200<<20, 9_000_000)
+	c.waitFor("usage    memory 200.0 MiB   cpu 9s")
+	c.keys("esc", "4")
+	c.waitFor("test.entry")
+	time.Sleep(300 * time.Millisecond) // let a read in flight land (generous: a busy machine)
+	list, _ := d.Calls()
+	time.Sleep(300 * time.Millisecond)
+	if after, _ := d.Calls(); after != list {
+		t.Fatalf("the hidden sessions page was re-read %d times", after-list)
 	}
 }

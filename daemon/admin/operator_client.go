@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os/user"
@@ -94,6 +95,18 @@ func (c *Client) ResetOutbox(ctx context.Context, id string) error {
 
 func (c *Client) SessionRecords(ctx context.Context, id string) (api.Records, error) {
 	return do[api.Records](ctx, c, "GET", "/v1/sessions/"+url.PathEscape(id)+"/records", nil)
+}
+
+func (c *Client) Transcript(ctx context.Context, id string) (api.Transcript, error) {
+	return do[api.Transcript](ctx, c, "GET", "/v1/sessions/"+url.PathEscape(id)+"/transcript", nil)
+}
+
+func (c *Client) ProfileHistory(ctx context.Context, id string) ([]api.ProfileVersion, error) {
+	return do[[]api.ProfileVersion](ctx, c, "GET", "/v1/sessions/"+url.PathEscape(id)+"/profile/versions", nil)
+}
+
+func (c *Client) ProfileAt(ctx context.Context, id string, version uint64) (api.ProfileVersion, error) {
+	return do[api.ProfileVersion](ctx, c, "GET", fmt.Sprintf("/v1/sessions/%s/profile/versions/%d", url.PathEscape(id), version), nil)
 }
 
 func (c *Client) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, error) {

@@ -68,6 +68,19 @@ func Routes(mux *http.ServeMux, bind Binder) {
 	get("GET /v1/sessions/{id}/records", func(r *http.Request, o api.Operator) (any, error) {
 		return o.SessionRecords(r.Context(), r.PathValue("id"))
 	})
+	get("GET /v1/sessions/{id}/transcript", func(r *http.Request, o api.Operator) (any, error) {
+		return o.Transcript(r.Context(), r.PathValue("id"))
+	})
+	get("GET /v1/sessions/{id}/profile/versions", func(r *http.Request, o api.Operator) (any, error) {
+		return o.ProfileHistory(r.Context(), r.PathValue("id"))
+	})
+	get("GET /v1/sessions/{id}/profile/versions/{version}", func(r *http.Request, o api.Operator) (any, error) {
+		v, err := strconv.ParseUint(r.PathValue("version"), 10, 64)
+		if err != nil || v == 0 {
+			return nil, &api.Error{Code: api.CodeInvalid, Message: "not a profile version", Hint: "versions are numbers from 1; list them with the profile history"}
+		}
+		return o.ProfileAt(r.Context(), r.PathValue("id"), v)
+	})
 	get("GET /v1/changes", func(r *http.Request, o api.Operator) (any, error) {
 		return o.ListChanges(r.Context(), api.ChangeFilter{All: r.URL.Query().Get("all") != ""})
 	})

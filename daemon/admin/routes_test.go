@@ -70,3 +70,41 @@ func TestRoutesBindTheAPI(t *testing.T) {
 		t.Fatalf("unknown change: %v", err)
 	}
 }
+
+// The profile history and one version travel over the socket; a version
+// that is not a number is refused as invalid before the api is asked.
+func TestProfileHistoryRoutes(t *testing.T) {
+	dir, err := os.MkdirTemp("/tmp", "icadp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	const id = "0123456789abcdef0123456789abcdef"
+	d := tuitest.NewDaemon()
+	d.AddProfileVersion(id, "a\n", "+a\n", "")
+	d.AddProfileVersion(id, "b\n", "-a\n+b\n", "00112233445566778899aabbccddeeff")
+	mux := http.NewServeMux()
+	Routes(mux, func(p Peer) api.Operator { return d.Operator(p.Actor()) })
+	sock := filepath.Join(dir, "admin.sock")
+	s, err := Listen(sock, mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := NewClient(sock)
+	ctx := context.Background()
+	vs, err := c.ProfileHistory(ctx, id)
+	if err != nil || len(vs) != 2 || vs[1].Change != "00112233445566778899aabbccddeeff" || vs[1].Canonical != "" {
+		t.Fatalf("history %+v %v", vs, err)
+	}
+	v, err := c.ProfileAt(ctx, id, 2)
+	if err != nil || v.Diff != "-a\n+b\n" || v.Canonical != "b\n" {
+		t.Fatalf("version %+v %v", v, err)
+	}
+	if err := c.Do(ctx, "GET", "/v1/sessions/"+id+"/profile/versions/x", nil, nil); api.CodeOf(err) != api.CodeInvalid {
+		t.Fatalf("bad version: %v", err)
+	}
+	if _, err := c.ProfileAt(ctx, id, 9); api.CodeOf(err) != api.CodeNotFound {
+		t.Fatalf("missing version: %v", err)
+	}
+}

@@ -57,6 +57,15 @@ type Sessions interface {
 	// schedules: sealed content, shown only on this explicit request, which
 	// is audited. All of it is agent-written text.
 	SessionRecords(ctx context.Context, id string) (Records, error)
+	// Transcript returns the conversation the daemon keeps to rebuild the
+	// model's context: sealed content, read only on this explicit request,
+	// which is audited before anything is read (no audit, no transcript).
+	Transcript(ctx context.Context, id string) (Transcript, error)
+	// ProfileHistory lists a session's profile versions, oldest first.
+	ProfileHistory(ctx context.Context, id string) ([]ProfileVersion, error)
+	// ProfileAt returns one version's canonical text and its diff against
+	// the version before it.
+	ProfileAt(ctx context.Context, id string, version uint64) (ProfileVersion, error)
 }
 
 // Conversations talks to sessions.

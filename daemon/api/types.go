@@ -27,9 +27,14 @@ type Status struct {
 	// fail, so this count is where such a failure shows.
 	AuditFailures uint64 `json:"audit_failures"`
 	// Health of what the daemon depends on: "ok", or why not.
-	Runsc   string `json:"runsc"`
-	Model   string `json:"model"`
-	Tailnet string `json:"tailnet"`
+	Runsc string `json:"runsc"`
+	Model string `json:"model"`
+	// ModelHealth is what the model server said when last asked (at most
+	// every 10 s): "ok", "unreachable", "model missing" or "error"; "" when
+	// not probed. ModelHint is its message, saying what to do.
+	ModelHealth string `json:"model_health,omitempty"`
+	ModelHint   string `json:"model_hint,omitempty"`
+	Tailnet     string `json:"tailnet"`
 }
 
 // ChangeFilter selects change requests.
@@ -125,6 +130,38 @@ type Session struct {
 	Progress   uint64    `json:"progress"`
 	Exits      int       `json:"exits"`
 	LastActive time.Time `json:"last_active,omitzero"`
+	// Usage of the running sandbox, read from its cgroups when the list was
+	// made; zero (UsageAt zero) when it is not running or could not be read.
+	MemoryBytes uint64    `json:"memory_bytes,omitempty"`
+	CPUUsec     uint64    `json:"cpu_usec,omitempty"`
+	UsageAt     time.Time `json:"usage_at,omitzero"`
+}
+
+// Transcript is a session's kept conversation, oldest turn first. Every
+// Text is untrusted (the user's or the agent's words): sanitise it.
+type Transcript struct {
+	Session string `json:"session"`
+	Turns   []Turn `json:"turns"`
+}
+
+// Turn is one message of a transcript; Role is "user" or "assistant".
+type Turn struct {
+	Seq  uint64 `json:"seq"`
+	Role string `json:"role"`
+	Text string `json:"text"`
+}
+
+// ProfileVersion is one version of a session's profile. In a list only
+// Version, Created and Change are set; ProfileAt fills Canonical and Diff
+// (against Version-1; for version 1, against nothing).
+type ProfileVersion struct {
+	Session string    `json:"session"`
+	Version uint64    `json:"version"`
+	Created time.Time `json:"created"`
+	// Change is the change request applied to make it ("" for the first).
+	Change    string `json:"change,omitempty"`
+	Canonical string `json:"canonical,omitempty"`
+	Diff      string `json:"diff,omitempty"`
 }
 
 // Records is what a session's agent keeps (agent-written, untrusted text).

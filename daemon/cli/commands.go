@@ -79,6 +79,12 @@ func (StatusCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n  agent installed: %s\n  agent pinned for new sessions: %s\n",
 		st.Version, st.StateDir, st.Sessions, st.AgentInstalled, st.AgentPinned)
+	if st.ModelHealth != "" {
+		fmt.Fprintf(g.stdout, "  model %s: %s\n", sanitize.Line(st.Model), sanitize.Line(st.ModelHealth))
+		if st.ModelHint != "" {
+			fmt.Fprintf(g.stdout, "    %s\n", sanitize.Line(st.ModelHint))
+		}
+	}
 	if st.AuditFailures > 0 {
 		fmt.Fprintf(g.stdout, "  AUDIT WRITES FAILED: %d since the start (see the daemon's log; check the disk holding %s)\n", st.AuditFailures, st.StateDir)
 	} else {

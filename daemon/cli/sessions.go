@@ -15,6 +15,7 @@ type SessionOpsCmd struct {
 	Restart     SessionsRestartCmd     `cmd:"" help:"Resume a stopped session and start a fresh sandbox, which resumes from the daemon's record."`
 	ResetOutbox SessionsResetOutboxCmd `cmd:"" name:"reset-outbox" help:"Replace a broken or refused outbox with a fresh one; memory, notes, schedules and history are kept."`
 	Records     SessionsRecordsCmd     `cmd:"" help:"Show a session's memory, notes and schedules (sealed content: the request is audited)."`
+	Transcript  SessionsTranscriptCmd  `cmd:"" help:"Show a session's kept conversation (sealed content: the request is audited before anything is read)."`
 }
 
 // SessionsCreateCmd creates a session.
@@ -121,6 +122,29 @@ func (c SessionsRecordsCmd) Run(ctx context.Context, g *Globals) error {
 			every = " every " + s.Every.String()
 		}
 		fmt.Fprintf(g.stdout, "  %s next %s%s: %s\n", sanitize.Line(s.ID), s.Next.Format("2006-01-02T15:04:05Z07:00"), every, sanitize.Line(s.Text))
+	}
+	return nil
+}
+
+// SessionsTranscriptCmd shows the conversation the daemon keeps.
+type SessionsTranscriptCmd struct {
+	ID string `arg:"" help:"Session id."`
+}
+
+// Run shows. Every turn is the user's or the agent's text: sanitised before
+// it reaches the terminal.
+func (c SessionsTranscriptCmd) Run(ctx context.Context, g *Globals) error {
+	cl, err := adminClient(g)
+	if err != nil {
+		return err
+	}
+	t, err := cl.Transcript(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.stderr, "# session %s (this request is in the audit log); %d turns, untrusted text\n", sanitize.Line(t.Session), len(t.Turns))
+	for _, turn := range t.Turns {
+		fmt.Fprintf(g.stdout, "--- %d %s ---\n%s\n", turn.Seq, sanitize.Line(turn.Role), sanitize.Text(turn.Text))
 	}
 	return nil
 }

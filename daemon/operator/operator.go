@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -23,6 +24,8 @@ import (
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/gateway"
+	"github.com/ironclaw/ironclaw/daemon/proxy"
+	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/store"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 )
@@ -41,6 +44,8 @@ type Store interface {
 	ListSessions(ctx context.Context) ([]store.Session, error)
 	GetSession(ctx context.Context, id wire.SessionID) (store.Session, error)
 	CurrentProfile(ctx context.Context, id wire.SessionID) (uint64, profile.Profile, error)
+	Profile(ctx context.Context, id wire.SessionID, version uint64) (profile.Profile, error)
+	ProfileVersions(ctx context.Context, id wire.SessionID) ([]store.ProfileVersionInfo, error)
 }
 
 // Supervisor is what the service needs of the session supervisor.
@@ -56,6 +61,8 @@ type Supervisor interface {
 	Restart(ctx context.Context, id wire.SessionID, actor string) error
 	ResetOutbox(ctx context.Context, id wire.SessionID, actor string) error
 	Records(ctx context.Context, id wire.SessionID, actor string) (store.Records, error)
+	// Transcript audits the read as actor's, then reads; no audit, no read.
+	Transcript(ctx context.Context, id wire.SessionID, actor string) ([]wire.Turn, error)
 	Undelivered(ctx context.Context, binding string) ([]supervisor.Reply, error)
 	Delivered(ctx context.Context, session wire.SessionID, seq uint64) error
 }
@@ -79,6 +86,13 @@ type Config struct {
 	Status func(ctx context.Context) api.Status
 	// PinAgent pins the installed agent for new sessions on behalf of actor.
 	PinAgent func(actor string) error
+	// Usage reads a running sandbox's cgroup usage by its container id
+	// (sandbox.CgroupHost.Usage); nil leaves usage out of the session list.
+	Usage func(containerID string) (sandbox.CgroupUsage, error)
+	// ModelProbe asks the model server whether it has the model
+	// (proxy.Preflight); nil leaves the model's health out of Status.
+	// Status calls it at most once per ModelProbeTTL, with ModelProbeTimeout.
+	ModelProbe func(ctx context.Context) error
 	// LocalBinding is the binding of the local console session.
 	LocalBinding string
 	// Hub carries events; nil makes one.
@@ -87,8 +101,9 @@ type Config struct {
 
 // Service makes operator-bound api values.
 type Service struct {
-	cfg Config
-	hub *Hub
+	cfg   Config
+	hub   *Hub
+	model modelCache
 }
 
 // New returns a Service.
@@ -142,6 +157,7 @@ func (b *bound) Status(ctx context.Context) (api.Status, error) {
 		return st, internal("listing changes", err)
 	}
 	st.PendingChanges = len(pending)
+	st.ModelHealth, st.ModelHint = b.s.modelHealth(ctx)
 	return st, nil
 }
 
@@ -331,6 +347,13 @@ func (b *bound) ListSessions(ctx context.Context) ([]api.Session, error) {
 		if rs, ok := b.s.cfg.Supervisor.Status(s.ID); ok {
 			v.Running, v.Started, v.Stopped = rs.Running, rs.Started, rs.Stopped
 			v.InboxHead, v.Progress, v.Exits = rs.InboxHead, rs.Progress, rs.Exits
+			if rs.Running && rs.ContainerID != "" && b.s.cfg.Usage != nil {
+				// A few small cgroup files per running sandbox; a sandbox
+				// that just ended simply shows no usage.
+				if u, err := b.s.cfg.Usage(rs.ContainerID); err == nil {
+					v.MemoryBytes, v.CPUUsec, v.UsageAt = u.MemoryBytes, u.CPUUsec, time.Now().UTC()
+				}
+			}
 		}
 		out = append(out, v)
 	}
@@ -444,6 +467,72 @@ func (b *bound) SessionRecords(ctx context.Context, ids string) (api.Records, er
 	for _, sc := range recs.Schedules {
 		out.Schedules = append(out.Schedules, api.Schedule{ID: sc.ID, Next: time.Unix(sc.At, 0).UTC(), Every: time.Duration(sc.Every) * time.Second, Text: sc.Text})
 	}
+	return out, nil
+}
+
+func (b *bound) Transcript(ctx context.Context, ids string) (api.Transcript, error) {
+	s, err := b.activeSession(ctx, ids)
+	if err != nil {
+		return api.Transcript{}, err
+	}
+	// The supervisor writes the audit entry first and reads nothing if it
+	// cannot: this method never returns content whose read is not audited.
+	turns, err := b.s.cfg.Supervisor.Transcript(ctx, s.ID, b.who.Actor)
+	if err != nil {
+		return api.Transcript{}, &api.Error{Code: api.CodeUnavailable, Message: "reading the transcript: " + err.Error(), Hint: "nothing was shown; check the audit log's disk, then try again"}
+	}
+	out := api.Transcript{Session: ids, Turns: make([]api.Turn, 0, len(turns))}
+	for _, t := range turns {
+		out.Turns = append(out.Turns, api.Turn{Seq: t.Seq, Role: t.Role, Text: t.Text})
+	}
+	return out, nil
+}
+
+func (b *bound) ProfileHistory(ctx context.Context, ids string) ([]api.ProfileVersion, error) {
+	s, err := b.activeSession(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := b.s.cfg.Store.ProfileVersions(ctx, s.ID)
+	if err != nil {
+		return nil, internal("listing profile versions", err)
+	}
+	out := make([]api.ProfileVersion, 0, len(vs))
+	for _, v := range vs {
+		pv := api.ProfileVersion{Session: ids, Version: v.Version, Created: v.Created}
+		if v.HasChange {
+			pv.Change = v.Change.String()
+		}
+		out = append(out, pv)
+	}
+	return out, nil
+}
+
+func (b *bound) ProfileAt(ctx context.Context, ids string, version uint64) (api.ProfileVersion, error) {
+	vs, err := b.ProfileHistory(ctx, ids)
+	if err != nil {
+		return api.ProfileVersion{}, err
+	}
+	i := slices.IndexFunc(vs, func(v api.ProfileVersion) bool { return v.Version == version })
+	if i < 0 {
+		return api.ProfileVersion{}, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("session %s has no profile version %d", ids, version), Hint: "list them with the profile history"}
+	}
+	out := vs[i]
+	id, _ := parseSessionID(ids)
+	cur, err := b.s.cfg.Store.Profile(ctx, id, version)
+	if err != nil {
+		return api.ProfileVersion{}, internal("reading profile version", err)
+	}
+	var prev []byte
+	if i > 0 {
+		p, err := b.s.cfg.Store.Profile(ctx, id, vs[i-1].Version)
+		if err != nil {
+			return api.ProfileVersion{}, internal("reading profile version", err)
+		}
+		prev = p.Canonical()
+	}
+	out.Canonical = string(cur.Canonical())
+	out.Diff = profile.Diff(prev, cur.Canonical())
 	return out, nil
 }
 
@@ -586,6 +675,53 @@ func (b *bound) VerifyAudit(ctx context.Context) (api.AuditReport, error) {
 	}
 	out.OK = true
 	return out, nil
+}
+
+// --- model health ----------------------------------------------------------
+
+// How often and how long Status asks the model server about the model: the
+// overview refreshes often, the probe is an HTTP round trip.
+const (
+	ModelProbeTTL     = 10 * time.Second
+	ModelProbeTimeout = 2 * time.Second
+)
+
+// modelCache holds the last probe's answer; one probe runs at a time and
+// callers that come while it runs wait for it rather than start another.
+type modelCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	health string
+	hint   string
+}
+
+// modelHealth is "ok", "unreachable", "model missing" or "error" with a
+// hint (what the probe said), or "" when there is no probe.
+func (s *Service) modelHealth(ctx context.Context) (string, string) {
+	if s.cfg.ModelProbe == nil {
+		return "", ""
+	}
+	c := &s.model
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < ModelProbeTTL {
+		return c.health, c.hint
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ModelProbeTimeout)
+	defer cancel()
+	err := s.cfg.ModelProbe(pctx)
+	c.at, c.hint = time.Now(), ""
+	switch {
+	case err == nil:
+		c.health = "ok"
+	case errors.Is(err, proxy.ErrModelMissing):
+		c.health, c.hint = "model missing", err.Error()
+	case errors.Is(err, proxy.ErrUnreachable), errors.Is(err, context.DeadlineExceeded):
+		c.health, c.hint = "unreachable", err.Error()
+	default:
+		c.health, c.hint = "error", err.Error()
+	}
+	return c.health, c.hint
 }
 
 // --- events ----------------------------------------------------------------

@@ -4,10 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+)
+
+// What Preflight found wrong, for callers that show it as a state.
+var (
+	ErrUnreachable  = errors.New("no Ollama server answers")
+	ErrModelMissing = errors.New("does not have the model")
 )
 
 // Preflight asks the upstream whether it has model (Ollama's POST /api/show),
@@ -28,7 +35,7 @@ func Preflight(ctx context.Context, client *http.Client, upstream, model string)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("no Ollama server answers at %s (%v): start it (`ollama serve`) or set model.ollama_url", upstream, err)
+		return fmt.Errorf("%w at %s (%v): start it (`ollama serve`) or set model.ollama_url", ErrUnreachable, upstream, err)
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
@@ -36,7 +43,7 @@ func Preflight(ctx context.Context, client *http.Client, upstream, model string)
 	case http.StatusOK:
 		return nil
 	case http.StatusNotFound:
-		return fmt.Errorf("the Ollama server at %s does not have the model %q: run `ollama pull %s` there (until then every chat answers that the model is missing)", upstream, model, model)
+		return fmt.Errorf("the Ollama server at %s %w %q: run `ollama pull %s` there (until then every chat answers that the model is missing)", upstream, ErrModelMissing, model, model)
 	default:
 		return fmt.Errorf("the Ollama server at %s answered %s when asked about %q", upstream, resp.Status, model)
 	}

@@ -333,3 +333,34 @@ func TestNoUnapprovedProfileWriter(t *testing.T) {
 		t.Errorf("exported store methods that can write a profile version: %v, want exactly %v (a new writer must go through the gateway's ApplyChange)", got, want)
 	}
 }
+
+// The profile history names, for each version, the applied change that
+// made it; the first version has none.
+func TestProfileVersionsNameTheirChange(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	id, _ := mustCreate(t, s, "console:hist")
+	a := newChange(t, s, id, "A", "")
+	if err := s.InsertChange(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ApplyChange(ctx, a.ID, a.Binding, "operator:local:root"); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := s.ProfileVersions(ctx, id)
+	if err != nil || len(vs) != 2 {
+		t.Fatalf("versions %+v %v", vs, err)
+	}
+	if vs[0].Version != 1 || vs[0].HasChange || vs[0].Created.IsZero() {
+		t.Fatalf("first version %+v", vs[0])
+	}
+	if vs[1].Version != 2 || !vs[1].HasChange || vs[1].Change != a.ID || vs[1].Created.Before(vs[0].Created) {
+		t.Fatalf("second version %+v, want change %s", vs[1], a.ID)
+	}
+	if err := s.EraseSession(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ProfileVersions(ctx, id); err == nil {
+		t.Fatal("an erased session still lists its profile versions")
+	}
+}

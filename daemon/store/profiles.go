@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/profile"
 	"github.com/ironclaw/ironclaw/agentd/wire"
@@ -176,4 +177,45 @@ func (s *Store) readProfile(c *sqlite.Conn, id wire.SessionID, version uint64) (
 		return profile.Profile{}, fmt.Errorf("stored profile does not parse: %w", err)
 	}
 	return p, nil
+}
+
+// ProfileVersionInfo is one stored version of a session's profile: when it
+// was stored and, for a version made by an approved change, that change.
+type ProfileVersionInfo struct {
+	Version   uint64
+	Created   time.Time
+	Change    ChangeID // zero for the first version
+	HasChange bool
+}
+
+// ProfileVersions lists the session's profile versions, oldest first. It
+// reads no sealed text.
+func (s *Store) ProfileVersions(ctx context.Context, id wire.SessionID) ([]ProfileVersionInfo, error) {
+	var out []ProfileVersionInfo
+	err := s.readTx(ctx, func(c *sqlite.Conn) error {
+		if err := activeSession(c, id); err != nil {
+			return err
+		}
+		return sqlitex.Execute(c, `SELECT p.version, p.created, (SELECT r.id FROM change_requests r
+			WHERE r.session_id = p.session_id AND r.state = 'applied' AND r.applied_version = p.version LIMIT 1)
+			FROM profiles p WHERE p.session_id = ? ORDER BY p.version`, &sqlitex.ExecOptions{
+			Args: []any{id.String()},
+			ResultFunc: func(st *sqlite.Stmt) error {
+				v := ProfileVersionInfo{Version: uint64(st.ColumnInt64(0)), Created: time.Unix(0, st.ColumnInt64(1)).UTC()}
+				if st.ColumnType(2) != sqlite.TypeNull {
+					cid, err := ParseChangeID(st.ColumnText(2))
+					if err != nil {
+						return err
+					}
+					v.Change, v.HasChange = cid, true
+				}
+				out = append(out, v)
+				return nil
+			},
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: listing profile versions of session %s: %w", id, err)
+	}
+	return out, nil
 }

@@ -136,3 +136,19 @@ func (s *Supervisor) Records(ctx context.Context, id wire.SessionID, actor strin
 	defer clear(key[:])
 	return s.cfg.Store.Records(ctx, id, key)
 }
+
+// Transcript returns session id's conversation as the daemon keeps it to
+// rebuild the model's context (the newest store.KeptHistory turns, oldest
+// first), for actor. The read is audited before the key is even unwrapped:
+// if the audit fails, nothing is read.
+func (s *Supervisor) Transcript(ctx context.Context, id wire.SessionID, actor string) ([]wire.Turn, error) {
+	if err := s.audit(actor, "session.show", id.String(), "", "transcript"); err != nil {
+		return nil, fmt.Errorf("supervisor: audit: %w", err)
+	}
+	key, err := s.SessionKey(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key[:])
+	return s.cfg.Store.History(ctx, id, key, store.KeptHistory)
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,5 +192,36 @@ func TestAuditFailureFailsTheAction(t *testing.T) {
 	}
 	if sess, err := st.GetSession(ctx, c.id); err != nil || sess.State != store.StateActive || sess.WrappedKey == nil {
 		t.Fatalf("the session changed although its erasure was not audited: %+v %v", sess, err)
+	}
+}
+
+// A transcript is audited before it is read, and not read at all when the
+// audit cannot be written.
+func TestTranscriptAuditedBeforeShown(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c, err := s.conversation(ctx, "console:talk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := s.SessionKey(ctx, c.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AppendHistory(ctx, c.id, key, wire.Turn{Seq: 1, Role: wire.TurnUser, Text: "hello"},
+		wire.Turn{Seq: 2, Role: wire.TurnAssistant, Text: "hi there"}); err != nil {
+		t.Fatal(err)
+	}
+	turns, err := s.Transcript(ctx, c.id, "operator:local:root")
+	if err != nil || len(turns) != 2 || turns[0].Text != "hello" || turns[1].Role != wire.TurnAssistant {
+		t.Fatalf("transcript %+v %v", turns, err)
+	}
+	log, _ := os.ReadFile(filepath.Join(s.cfg.StateDir, "audit.log"))
+	if !strings.Contains(string(log), `"action":"session.show"`) || !strings.Contains(string(log), `"result":"transcript"`) {
+		t.Fatalf("the transcript read was not audited:\n%s", log)
+	}
+	s.cfg.Audit.Close()
+	if turns, err := s.Transcript(ctx, c.id, "operator:local:root"); err == nil || turns != nil {
+		t.Fatalf("a transcript was shown without its audit entry: %+v %v", turns, err)
 	}
 }

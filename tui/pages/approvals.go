@@ -329,22 +329,7 @@ func (p *Approvals) render() {
 	}
 	add(hd, s.UntrustedHd.Render)
 	lines = append(lines, strings.Split(s.Untrusted.Render(strings.Join(box, "\n")), "\n")...)
-	diff, dflags := sanitize.Inspect(ch.Diff)
-	if dflags&sanitize.Suspicious != 0 {
-		add("WARNING: the proposed text hides "+(dflags&sanitize.Suspicious).String()+" (shown as \\u escapes)", s.Warn.Render)
-	}
-	add(fmt.Sprintf("--- base version %d", ch.BaseVersion), s.DiffDel.Render)
-	add("+++ proposed", s.DiffAdd.Render)
-	for _, l := range strings.Split(strings.TrimSuffix(diff, "\n"), "\n") {
-		st := s.DiffCtx.Render
-		switch {
-		case strings.HasPrefix(l, "+"):
-			st = s.DiffAdd.Render
-		case strings.HasPrefix(l, "-"):
-			st = s.DiffDel.Render
-		}
-		add(l, st)
-	}
+	lines = append(lines, components.Diff(s, w, fmt.Sprintf("base version %d", ch.BaseVersion), "proposed", ch.Diff)...)
 	p.view.SetLines(lines)
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/tui/common"
 )
@@ -48,7 +49,8 @@ func (p *Overview) Update(msg tea.Msg) tea.Cmd {
 
 func (p *Overview) OnEvent(api.Event, bool) tea.Cmd { return p.Init() }
 
-func (p *Overview) Shown() tea.Cmd { return nil }
+// Shown re-reads: a hidden page is not refreshed by the tick.
+func (p *Overview) Shown() tea.Cmd { return p.Init() }
 
 func (p *Overview) View(width, height int) string {
 	s := p.c.Styles
@@ -75,6 +77,17 @@ func (p *Overview) View(width, height int) string {
 	add(s.Header.Render("health"))
 	add(s.Label.Render("runsc         ") + common.SafeLine(st.Runsc))
 	add(s.Label.Render("model         ") + common.SafeLine(st.Model))
+	switch st.ModelHealth {
+	case "":
+	case "ok":
+		add(s.Label.Render("              ") + "ok (has the model; checked at most every 10 s)")
+	default:
+		add(s.Label.Render("              ") + s.Warn.Render(strings.ToUpper(common.SafeLine(st.ModelHealth))))
+		// The hint is what to do: wrapped under the value, by words.
+		for _, l := range strings.Split(ansi.Wrap(common.SafeLine(st.ModelHint), max(width-14, 10), ""), "\n") {
+			add(s.Label.Render("              ") + l)
+		}
+	}
 	add(s.Label.Render("tailnet       ") + common.SafeLine(st.Tailnet))
 	add(s.Label.Render("agent         ") + "installed " + common.SafeLine(st.AgentInstalled))
 	add(s.Label.Render("              ") + "new sessions pin " + common.SafeLine(st.AgentPinned))

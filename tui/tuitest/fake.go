@@ -26,11 +26,24 @@ type Daemon struct {
 	audit    []api.AuditEntry
 	subs     map[chan api.Event]struct{}
 	now      time.Time
+	// transcripts and profiles are per session id.
+	transcripts map[string][]api.Turn
+	profiles    map[string][]api.ProfileVersion
+	modelHealth string
+	modelHint   string
+	// auditBroken makes every audited read fail, as the daemon's does
+	// when its audit log cannot be written.
+	auditBroken bool
+	// ListCalls counts ListSessions calls (the sessions page's refresh).
+	listCalls int
+	// statusCalls counts Status calls (the overview's refresh).
+	statusCalls int
 }
 
 // NewDaemon returns an empty daemon whose clock starts at a fixed time.
 func NewDaemon() *Daemon {
-	return &Daemon{subs: map[chan api.Event]struct{}{}, now: time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)}
+	return &Daemon{subs: map[chan api.Event]struct{}{}, now: time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC),
+		transcripts: map[string][]api.Turn{}, profiles: map[string][]api.ProfileVersion{}}
 }
 
 func (d *Daemon) tick() time.Time {
@@ -69,6 +82,56 @@ func (d *Daemon) AddSession(s api.Session) {
 		s.Created = d.tick()
 	}
 	d.sessions = append(d.sessions, s)
+}
+
+// SetTranscript sets what a session's transcript holds.
+func (d *Daemon) SetTranscript(session string, turns ...api.Turn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.transcripts[session] = turns
+}
+
+// AddProfileVersion adds the next profile version of session: its text,
+// the diff from the one before (the daemon computes it; the fake is told)
+// and the change that made it.
+func (d *Daemon) AddProfileVersion(session, canonical, diff, change string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	vs := d.profiles[session]
+	d.profiles[session] = append(vs, api.ProfileVersion{Session: session, Version: uint64(len(vs) + 1),
+		Created: d.tick(), Change: change, Canonical: canonical, Diff: diff})
+}
+
+// SetUsage sets a session's sandbox usage, as the next list reads it.
+func (d *Daemon) SetUsage(session string, memory, cpuUsec uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range d.sessions {
+		if d.sessions[i].ID == session {
+			d.sessions[i].MemoryBytes, d.sessions[i].CPUUsec, d.sessions[i].UsageAt = memory, cpuUsec, d.now
+		}
+	}
+}
+
+// SetModelHealth sets what Status says of the model server.
+func (d *Daemon) SetModelHealth(health, hint string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.modelHealth, d.modelHint = health, hint
+}
+
+// BreakAudit makes audited reads fail closed from now on.
+func (d *Daemon) BreakAudit() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.auditBroken = true
+}
+
+// Calls returns how often ListSessions and Status were called.
+func (d *Daemon) Calls() (list, status int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.listCalls, d.statusCalls
 }
 
 // AddAudit appends n audit entries.
@@ -135,8 +198,10 @@ func (f *Fake) Who() api.Identity { return f.who }
 func (f *Fake) Status(context.Context) (api.Status, error) {
 	f.d.mu.Lock()
 	defer f.d.mu.Unlock()
+	f.d.statusCalls++
 	st := api.Status{Version: "test", StateDir: "/var/lib/ironclaw", Sessions: len(f.d.sessions),
-		AgentInstalled: "sha256:aaaa", AgentPinned: "sha256:aaaa", Runsc: "ok", Model: "http://127.0.0.1:11434", Tailnet: "off"}
+		AgentInstalled: "sha256:aaaa", AgentPinned: "sha256:aaaa", Runsc: "ok", Model: "http://127.0.0.1:11434", Tailnet: "off",
+		ModelHealth: f.d.modelHealth, ModelHint: f.d.modelHint}
 	for _, s := range f.d.sessions {
 		if s.Running {
 			st.Running++
@@ -217,6 +282,7 @@ func (f *Fake) Propose(_ context.Context, r api.ChangeRequest) (api.Ticket, erro
 func (f *Fake) ListSessions(context.Context) ([]api.Session, error) {
 	f.d.mu.Lock()
 	defer f.d.mu.Unlock()
+	f.d.listCalls++
 	return slices.Clone(f.d.sessions), nil
 }
 
@@ -255,6 +321,39 @@ func (f *Fake) SessionRecords(_ context.Context, id string) (api.Records, error)
 	f.d.appendAuditLocked(f.who.Actor, "session.records.read", id, "", "shown")
 	f.d.mu.Unlock()
 	return api.Records{Session: id}, nil
+}
+
+// Transcript is audited first; with the audit broken it shows nothing.
+func (f *Fake) Transcript(_ context.Context, id string) (api.Transcript, error) {
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	if f.d.auditBroken {
+		return api.Transcript{}, &api.Error{Code: api.CodeUnavailable, Message: "reading the transcript: supervisor: audit: the log is closed", Hint: "nothing was shown"}
+	}
+	f.d.appendAuditLocked(f.who.Actor, "session.show", id, "", "transcript")
+	return api.Transcript{Session: id, Turns: slices.Clone(f.d.transcripts[id])}, nil
+}
+
+func (f *Fake) ProfileHistory(_ context.Context, id string) ([]api.ProfileVersion, error) {
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	var out []api.ProfileVersion
+	for _, v := range f.d.profiles[id] {
+		v.Canonical, v.Diff = "", ""
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (f *Fake) ProfileAt(_ context.Context, id string, version uint64) (api.ProfileVersion, error) {
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	for _, v := range f.d.profiles[id] {
+		if v.Version == version {
+			return v, nil
+		}
+	}
+	return api.ProfileVersion{}, &api.Error{Code: api.CodeNotFound, Message: fmt.Sprintf("session %s has no profile version %d", id, version)}
 }
 
 func (f *Fake) Chat(_ context.Context, r api.ChatRequest) (api.ChatReply, error) {
