@@ -41,7 +41,21 @@ const (
 	DefaultMaxStrangerRooms = 8
 	// DefaultSyncTimeout is the long-poll of each /sync.
 	DefaultSyncTimeout = 30 * time.Second
+	// DefaultMaxHeldPerSender and DefaultMaxHeldPerRoom cap the events that
+	// wait in the record (a pending stranger's messages, events waiting for
+	// a room key): more from that sender, or in that room, are refused and
+	// audited. Owners and the bot are not capped per sender.
+	DefaultMaxHeldPerSender = 20
+	DefaultMaxHeldPerRoom   = 100
+	// DefaultHeldExpiry is how long an event may wait (its sender's contact
+	// request still pending) before it is dropped and audited.
+	DefaultHeldExpiry = 7 * 24 * time.Hour
 )
+
+// openPerRoom bounds each reload of the record: at most this many waiting
+// events of each room are looked at per pass (a held event holds the rest of
+// its room anyway).
+const openPerRoom = 50
 
 // Supervisor is what the channel needs from daemon/supervisor.
 type Supervisor interface {
@@ -85,10 +99,14 @@ type Config struct {
 	Gate      Gate
 	Audit     AuditLog
 	Log       *slog.Logger
-	// KeyWait, MaxStrangerRooms, SyncTimeout: see the Default* constants.
+	// KeyWait, MaxStrangerRooms, SyncTimeout, MaxHeldPerSender,
+	// MaxHeldPerRoom, HeldExpiry: see the Default* constants.
 	KeyWait          time.Duration
 	MaxStrangerRooms int
 	SyncTimeout      time.Duration
+	MaxHeldPerSender int
+	MaxHeldPerRoom   int
+	HeldExpiry       time.Duration
 	// HTTPClient talks to the homeserver; nil means a client with timeouts.
 	HTTPClient *http.Client
 }
@@ -130,6 +148,15 @@ func New(ctx context.Context, cfg Config) (*Channel, error) {
 	if cfg.SyncTimeout <= 0 {
 		cfg.SyncTimeout = DefaultSyncTimeout
 	}
+	if cfg.MaxHeldPerSender <= 0 {
+		cfg.MaxHeldPerSender = DefaultMaxHeldPerSender
+	}
+	if cfg.MaxHeldPerRoom <= 0 {
+		cfg.MaxHeldPerRoom = DefaultMaxHeldPerRoom
+	}
+	if cfg.HeldExpiry <= 0 {
+		cfg.HeldExpiry = DefaultHeldExpiry
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -165,6 +192,18 @@ func (c *Channel) newClient(token string) (*mautrix.Client, error) {
 	cli.Log = zerolog.Nop()
 	cli.UserAgent = "IronClaw"
 	return cli, nil
+}
+
+// holdLimits is what CommitMatrixSync caps waiting events with.
+func (c *Channel) holdLimits() store.MatrixHoldLimits {
+	return store.MatrixHoldLimits{
+		PerSender: c.cfg.MaxHeldPerSender,
+		PerRoom:   c.cfg.MaxHeldPerRoom,
+		Exempt:    func(u string) bool { return id.UserID(u) == c.cfg.UserID || c.isOwner(id.UserID(u)) },
+		Refused: func(e store.MatrixEvent, why string) error {
+			return c.cfg.Audit.Refuse("channel:"+e.Sender, "matrix.refused", e.RoomID, why)
+		},
+	}
 }
 
 // isOwner reports whether u is one of the configured owners.

@@ -37,7 +37,7 @@ func (c *Channel) inboundLoop(ctx context.Context) {
 
 // processInbound takes every open recorded event in order of arrival.
 func (c *Channel) processInbound(ctx context.Context) {
-	evs, err := c.cfg.Store.MatrixOpen(ctx)
+	evs, err := c.cfg.Store.MatrixOpen(ctx, openPerRoom)
 	if err != nil {
 		c.log.Error("listing recorded Matrix events", "err", err)
 		return
@@ -46,6 +46,21 @@ func (c *Channel) processInbound(ctx context.Context) {
 	for _, e := range evs {
 		if ctx.Err() != nil {
 			return
+		}
+		if e.State == store.MatrixNew && time.Since(e.Created) > c.cfg.HeldExpiry {
+			// Waited too long (its sender's request still pending): dropped,
+			// audited first; never handed on. Held or not, it no longer
+			// holds its room.
+			if err := c.cfg.Audit.Refuse("channel:"+e.Sender, "matrix.expired", e.RoomID, "held longer than the expiry"); err != nil {
+				c.log.Warn("auditing an expired Matrix event; will retry", "room", e.RoomID, "seq", e.Seq, "err", err)
+				blocked[id.RoomID(e.RoomID)] = true
+				continue
+			}
+			if err := c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0); err != nil {
+				c.log.Warn("dropping an expired Matrix event; will retry", "room", e.RoomID, "seq", e.Seq, "err", err)
+				blocked[id.RoomID(e.RoomID)] = true
+			}
+			continue
 		}
 		room := id.RoomID(e.RoomID)
 		if blocked[room] {
@@ -147,8 +162,20 @@ func (c *Channel) handleInvite(ctx context.Context, e store.MatrixEvent, room id
 		return false, err
 	}
 	if !c.isOwner(inviter) {
+		// Decided before any session exists: an id that can never be a
+		// contact gets none.
+		if policy.CheckMatrixUserID(string(inviter)) != nil {
+			if err := c.cfg.Audit.Refuse("channel:matrix", "matrix.invite", string(room), "the inviter's user id can never be a contact"); err != nil {
+				return false, err
+			}
+			c.cli.LeaveRoom(ctx, room)
+			return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixRefused, nil, 0)
+		}
 		if !has {
-			if n, err := c.strangerRooms(ctx); err != nil {
+			// Every room a stranger's invite made a session for counts,
+			// pending or refused, until the owner erases it: a refused
+			// stranger cannot use up limits.max_sessions room by room.
+			if n, err := c.cfg.Store.MatrixStrangerRooms(ctx, BindingPrefix); err != nil {
 				return false, err
 			} else if n >= c.cfg.MaxStrangerRooms {
 				if err := c.cfg.Audit.Refuse("channel:"+string(inviter), "matrix.invite", string(room), "too many rooms wait for approval"); err != nil {
@@ -191,24 +218,6 @@ func (c *Channel) handleInvite(ctx context.Context, e store.MatrixEvent, room id
 	}
 	c.subscribe(ctx, room)
 	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, 0)
-}
-
-// strangerRooms counts invites from non-owners still waiting for approval.
-func (c *Channel) strangerRooms(ctx context.Context) (int, error) {
-	evs, err := c.cfg.Store.MatrixOpen(ctx)
-	if err != nil {
-		return 0, err
-	}
-	rooms := map[string]bool{}
-	for _, e := range evs {
-		var in inbound
-		if json.Unmarshal(e.Body, &in) == nil && in.K == kindInvite && !c.isOwner(id.UserID(e.Sender)) {
-			if _, has, _ := c.session(ctx, id.RoomID(e.RoomID)); has {
-				rooms[e.RoomID] = true
-			}
-		}
-	}
-	return len(rooms), nil
 }
 
 func (c *Channel) handleMember(ctx context.Context, e store.MatrixEvent, room id.RoomID, who id.UserID) (bool, error) {

@@ -61,7 +61,7 @@ func (c *Channel) syncLoop(ctx context.Context) error {
 			c.log.Error("processing a sync batch", "err", err)
 		}
 		events := c.collect(ctx, resp, since == "")
-		if _, err := c.cfg.Store.CommitMatrixSync(ctx, events, resp.NextBatch); err != nil {
+		if _, err := c.cfg.Store.CommitMatrixSync(ctx, events, resp.NextBatch, c.holdLimits()); err != nil {
 			c.log.Error("recording a sync batch; it will be fetched again", "err", err)
 			if !sleep(ctx, backoff) {
 				return nil

@@ -143,11 +143,34 @@ type MatrixEvent struct {
 	Created time.Time
 }
 
+// MatrixHoldLimits bound what one sender, or one room, can keep waiting in
+// the channel's record (a stranger's messages are held, sealed, until the
+// owner decides their contact request).
+type MatrixHoldLimits struct {
+	// PerSender and PerRoom cap the open (new or handing) events of one
+	// sender and of one room; zero means no cap.
+	PerSender, PerRoom int
+	// Exempt reports senders the caps do not apply to (the owners, the
+	// bot); their events still count towards their room's total.
+	Exempt func(sender string) bool
+	// Refused is told of each event beyond a cap before it is recorded as
+	// refused (without its body); an error aborts the whole batch, so a
+	// refusal that cannot be audited does not happen.
+	Refused func(e MatrixEvent, why string) error
+}
+
+// Reasons handed to MatrixHoldLimits.Refused: fixed classes, never content.
+const (
+	MatrixOverSenderCap = "too many held events from this sender"
+	MatrixOverRoomCap   = "too many held events in this room"
+)
+
 // CommitMatrixSync records the events of one sync batch and moves the sync
 // token to nextBatch, in one transaction: the token never passes an event
 // that is not recorded. Events already recorded (same event id) are skipped.
-// It returns how many were new.
-func (s *Store) CommitMatrixSync(ctx context.Context, events []MatrixEvent, nextBatch string) (int, error) {
+// New events beyond lim's caps are recorded as refused, bodiless. It returns
+// how many were new.
+func (s *Store) CommitMatrixSync(ctx context.Context, events []MatrixEvent, nextBatch string, lim MatrixHoldLimits) (int, error) {
 	added := 0
 	err := s.write(ctx, func(c *sqlite.Conn) error {
 		var next int64
@@ -170,6 +193,20 @@ func (s *Store) CommitMatrixSync(ctx context.Context, events []MatrixEvent, next
 			state, body := e.State, any(nil)
 			if state == "" {
 				state = MatrixNew
+			}
+			if state == MatrixNew {
+				why, err := overHoldCap(c, e, lim)
+				if err != nil {
+					return err
+				}
+				if why != "" {
+					if lim.Refused != nil {
+						if err := lim.Refused(e, why); err != nil {
+							return fmt.Errorf("auditing a refused event: %w", err)
+						}
+					}
+					state, e.Body = MatrixRefused, nil
+				}
 			}
 			if e.Body != nil {
 				sealed, err := sealColumn(&s.key, matrixInboundTable, wire.SessionID{}, uint64(next), e.Body)
@@ -197,13 +234,49 @@ func (s *Store) CommitMatrixSync(ctx context.Context, events []MatrixEvent, next
 	return added, nil
 }
 
+// overHoldCap says which cap (if any) recording e as open would pass.
+func overHoldCap(c *sqlite.Conn, e MatrixEvent, lim MatrixHoldLimits) (string, error) {
+	if lim.Exempt != nil && lim.Exempt(e.Sender) {
+		return "", nil
+	}
+	count := func(col, v string) (int, error) {
+		n := 0
+		err := sqlitex.Execute(c, "SELECT count(*) FROM matrix_inbound WHERE state IN ('new', 'handing') AND "+col+" = ?", &sqlitex.ExecOptions{
+			Args:       []any{v},
+			ResultFunc: func(st *sqlite.Stmt) error { n = st.ColumnInt(0); return nil },
+		})
+		return n, err
+	}
+	if lim.PerSender > 0 {
+		n, err := count("sender", e.Sender)
+		if err != nil || n >= lim.PerSender {
+			return MatrixOverSenderCap, err
+		}
+	}
+	if lim.PerRoom > 0 {
+		n, err := count("room_id", e.RoomID)
+		if err != nil || n >= lim.PerRoom {
+			return MatrixOverRoomCap, err
+		}
+	}
+	return "", nil
+}
+
 // MatrixOpen returns the inbound events not yet done or refused, in order of
-// arrival, with their bodies unsealed.
-func (s *Store) MatrixOpen(ctx context.Context) ([]MatrixEvent, error) {
+// arrival, with their bodies unsealed: at most perRoom of each room (the
+// oldest), so a reload stays bounded however much waits; the rest come once
+// those are closed.
+func (s *Store) MatrixOpen(ctx context.Context, perRoom int) ([]MatrixEvent, error) {
+	if perRoom <= 0 {
+		return nil, fmt.Errorf("store: listing open Matrix events: a per-room limit of %d", perRoom)
+	}
 	var out []MatrixEvent
 	err := s.readTx(ctx, func(c *sqlite.Conn) error {
-		return sqlitex.Execute(c, `SELECT seq, event_id, room_id, sender, state, body, after, created FROM matrix_inbound
-			WHERE state IN ('new', 'handing') ORDER BY seq`, &sqlitex.ExecOptions{
+		return sqlitex.Execute(c, `SELECT seq, event_id, room_id, sender, state, body, after, created FROM (
+				SELECT *, row_number() OVER (PARTITION BY room_id ORDER BY seq) AS nth FROM matrix_inbound
+				WHERE state IN ('new', 'handing'))
+			WHERE nth <= ? ORDER BY seq`, &sqlitex.ExecOptions{
+			Args: []any{perRoom},
 			ResultFunc: func(st *sqlite.Stmt) error {
 				e := MatrixEvent{Seq: uint64(st.ColumnInt64(0)), EventID: st.ColumnText(1), RoomID: st.ColumnText(2),
 					Sender: st.ColumnText(3), State: st.ColumnText(4), After: uint64(st.ColumnInt64(6)),
@@ -319,4 +392,25 @@ func (s *Store) MatrixLastHanded(ctx context.Context, room string) (uint64, erro
 		return 0, fmt.Errorf("store: reading the last Matrix hand-off of %s: %w", room, err)
 	}
 	return uint64(v), nil
+}
+
+// MatrixStrangerRooms counts the active sessions bound to a room (binding
+// prefix + room id) from which no event was ever handed on or acted upon:
+// rooms the bot holds a session for only because a stranger invited it,
+// whether their request is pending or was refused. Such sessions stay until
+// the owner erases them, so this is what a cap must count.
+func (s *Store) MatrixStrangerRooms(ctx context.Context, prefix string) (int, error) {
+	n := 0
+	err := s.readTx(ctx, func(c *sqlite.Conn) error {
+		return sqlitex.Execute(c, `SELECT count(*) FROM sessions
+			WHERE state = 'active' AND substr(binding, 1, length(?1)) = ?1
+			AND substr(binding, length(?1) + 1) NOT IN (SELECT room_id FROM matrix_inbound WHERE state = 'done')`, &sqlitex.ExecOptions{
+			Args:       []any{prefix},
+			ResultFunc: func(st *sqlite.Stmt) error { n = st.ColumnInt(0); return nil },
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: counting Matrix rooms of strangers: %w", err)
+	}
+	return n, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -74,17 +75,17 @@ func TestMatrixSyncCommit(t *testing.T) {
 	}
 	body := []byte("EVENT-TEXT-MARKER-3")
 	ev := MatrixEvent{EventID: "$e1", RoomID: "!r:x", Sender: "@o:x", Body: body}
-	if n, err := s.CommitMatrixSync(ctx, []MatrixEvent{ev, ev}, "s1"); err != nil || n != 1 {
+	if n, err := s.CommitMatrixSync(ctx, []MatrixEvent{ev, ev}, "s1", MatrixHoldLimits{}); err != nil || n != 1 {
 		t.Fatalf("%d %v", n, err)
 	}
-	if n, err := s.CommitMatrixSync(ctx, []MatrixEvent{ev}, "s2"); err != nil || n != 0 {
+	if n, err := s.CommitMatrixSync(ctx, []MatrixEvent{ev}, "s2", MatrixHoldLimits{}); err != nil || n != 0 {
 		t.Fatalf("replayed event recorded again: %d %v", n, err)
 	}
 	got, err := s.MatrixAccount(ctx)
 	if err != nil || got.NextBatch != "s2" || got.AccessToken != acct.AccessToken || got.RecoveryKey != acct.RecoveryKey || got.Clean {
 		t.Fatalf("%+v %v", got, err)
 	}
-	open, err := s.MatrixOpen(ctx)
+	open, err := s.MatrixOpen(ctx, 10)
 	if err != nil || len(open) != 1 || !bytes.Equal(open[0].Body, body) || open[0].State != MatrixNew {
 		t.Fatalf("%+v %v", open, err)
 	}
@@ -97,7 +98,7 @@ func TestMatrixSyncCommit(t *testing.T) {
 	if v, _ := s.MatrixLastHanded(ctx, "!r:x"); v != 9 {
 		t.Fatalf("last handed %d", v)
 	}
-	if open, _ := s.MatrixOpen(ctx); len(open) != 0 {
+	if open, _ := s.MatrixOpen(ctx, 10); len(open) != 0 {
 		t.Fatalf("%+v", open)
 	}
 	for _, m := range [][]byte{body, []byte(acct.AccessToken), []byte(acct.RecoveryKey)} {
@@ -122,5 +123,133 @@ func TestMatrixSyncCommit(t *testing.T) {
 	}
 	if first, _ := s.MatrixNoticeSent(ctx, ChangeID{1}); first {
 		t.Fatal("second notice")
+	}
+}
+
+// Events beyond a sender's or a room's cap are told to Refused first and
+// recorded refused, without their body; exempt senders pass the sender cap;
+// a refusal that cannot be audited aborts the batch (the token stays).
+func TestMatrixHoldCaps(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	if err := s.SetMatrixAccount(ctx, MatrixAccount{UserID: "@bot:x", DeviceID: "DEV"}); err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	lim := MatrixHoldLimits{PerSender: 3, PerRoom: 5,
+		Exempt:  func(u string) bool { return u == "@owner:x" },
+		Refused: func(e MatrixEvent, why string) error { refused = append(refused, e.EventID+" "+why); return nil }}
+	ev := func(n int, room, sender string) MatrixEvent {
+		return MatrixEvent{EventID: fmt.Sprintf("$e%d", n), RoomID: room, Sender: sender, Body: []byte("HELD-TEXT")}
+	}
+	var batch []MatrixEvent
+	for i := range 5 { // two beyond the stranger's cap
+		batch = append(batch, ev(i, "!a:x", "@stranger:evil"))
+	}
+	for i := 5; i < 9; i++ { // the owner is not capped per sender
+		batch = append(batch, ev(i, "!b:x", "@owner:x"))
+	}
+	if n, err := s.CommitMatrixSync(ctx, batch, "s1", lim); err != nil || n != 9 {
+		t.Fatalf("%d %v", n, err)
+	}
+	want := []string{"$e3 " + MatrixOverSenderCap, "$e4 " + MatrixOverSenderCap}
+	if fmt.Sprint(refused) != fmt.Sprint(want) {
+		t.Fatalf("refused %v, want %v", refused, want)
+	}
+	// Room !b holds 4 of the owner's: another stranger gets one more in
+	// there, then the room is full for everyone but exempt senders.
+	refused = nil
+	if _, err := s.CommitMatrixSync(ctx, []MatrixEvent{ev(9, "!b:x", "@other:evil"), ev(10, "!b:x", "@third:evil"), ev(11, "!b:x", "@owner:x")}, "s2", lim); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(refused) != fmt.Sprint([]string{"$e10 " + MatrixOverRoomCap}) {
+		t.Fatalf("refused %v", refused)
+	}
+	open, err := s.MatrixOpen(ctx, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(open) != 3+6 {
+		t.Fatalf("%d open events", len(open))
+	}
+	var nulls int
+	s.read(ctx, func(c *sqlite.Conn) error {
+		return sqlitex.Execute(c, "SELECT count(*) FROM matrix_inbound WHERE state = 'refused' AND body IS NULL", &sqlitex.ExecOptions{ResultFunc: func(st *sqlite.Stmt) error { nulls = st.ColumnInt(0); return nil }})
+	})
+	if nulls != 3 {
+		t.Fatalf("%d bodiless refused events, want 3", nulls)
+	}
+	// An audit that fails: nothing of the batch is recorded, the token stays.
+	lim.Refused = func(MatrixEvent, string) error { return errors.New("audit log full") }
+	if _, err := s.CommitMatrixSync(ctx, []MatrixEvent{ev(12, "!c:x", "@owner:x"), ev(13, "!a:x", "@stranger:evil")}, "s3", lim); err == nil {
+		t.Fatal("a batch whose refusal could not be audited was committed")
+	}
+	if a, _ := s.MatrixAccount(ctx); a.NextBatch != "s2" {
+		t.Fatalf("token moved to %q", a.NextBatch)
+	}
+	if open, _ := s.MatrixOpen(ctx, 100); len(open) != 9 {
+		t.Fatalf("%d open events after the aborted batch", len(open))
+	}
+}
+
+// A reload returns at most perRoom waiting events of each room, the oldest,
+// so one crowded room neither grows the reload nor starves another room.
+func TestMatrixOpenBounded(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	if err := s.SetMatrixAccount(ctx, MatrixAccount{UserID: "@bot:x", DeviceID: "DEV"}); err != nil {
+		t.Fatal(err)
+	}
+	var batch []MatrixEvent
+	for i := range 30 {
+		batch = append(batch, MatrixEvent{EventID: fmt.Sprintf("$a%d", i), RoomID: "!a:x", Sender: "@s:x", Body: []byte("x")})
+	}
+	batch = append(batch, MatrixEvent{EventID: "$b", RoomID: "!b:x", Sender: "@o:x", Body: []byte("y")})
+	if _, err := s.CommitMatrixSync(ctx, batch, "s1", MatrixHoldLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	open, err := s.MatrixOpen(ctx, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range open {
+		got = append(got, e.EventID)
+	}
+	if want := "[$a0 $a1 $a2 $a3 $b]"; fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	if _, err := s.MatrixOpen(ctx, 0); err == nil {
+		t.Fatal("an unbounded reload was allowed")
+	}
+}
+
+// Rooms whose session exists only because a stranger invited the bot are
+// counted whether the request is pending or refused; a room from which an
+// event was handed on (the owner's, or after approval) is not.
+func TestMatrixStrangerRooms(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	if err := s.SetMatrixAccount(ctx, MatrixAccount{UserID: "@bot:x", DeviceID: "DEV"}); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, s, "matrix:!pending:x")
+	mustCreate(t, s, "matrix:!refused:x")
+	mustCreate(t, s, "matrix:!owner:x")
+	gone, _ := mustCreate(t, s, "matrix:!erased:x")
+	mustCreate(t, s, "console:main")
+	if err := s.EraseSession(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	batch := []MatrixEvent{
+		{EventID: "$1", RoomID: "!pending:x", Sender: "@s:evil", Body: []byte("i")},
+		{EventID: "$2", RoomID: "!refused:x", Sender: "@s:evil", State: MatrixRefused},
+		{EventID: "$3", RoomID: "!owner:x", Sender: "@o:x", State: MatrixDone},
+	}
+	if _, err := s.CommitMatrixSync(ctx, batch, "s1", MatrixHoldLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.MatrixStrangerRooms(ctx, "matrix:"); err != nil || n != 2 {
+		t.Fatalf("%d stranger rooms, %v; want 2", n, err)
 	}
 }

@@ -137,19 +137,37 @@ func TestDeliveryOnceWhenAgentHangsUp(t *testing.T) {
 		conn.Close()
 		time.Sleep(10 * time.Millisecond)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if cur, _ := st.Cursor(ctx, c.id, store.CursorOutboxDelivered); cur == n {
-			break
+	// Condition-based waits with generous deadlines (a busy machine): the
+	// cursor moves before the replies are audited and handed on one by one.
+	waitFor(t, 30*time.Second, func() bool {
+		cur, _ := st.Cursor(ctx, c.id, store.CursorOutboxDelivered)
+		return cur == n
+	}, "the delivered cursor to reach the last row")
+	waitFor(t, 30*time.Second, func() bool { return got.Load() >= n }, "every reply to be handed on")
+	// Then a quiet spell: a duplicate from one of the other commit notices
+	// would arrive in it.
+	last, quietSince := got.Load(), time.Now()
+	waitFor(t, 30*time.Second, func() bool {
+		if v := got.Load(); v != last {
+			last, quietSince = v, time.Now()
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond)
+		return time.Since(quietSince) >= 500*time.Millisecond
+	}, "the hand-offs to settle")
 	if cur, _ := st.Cursor(ctx, c.id, store.CursorOutboxDelivered); cur != n {
 		t.Fatalf("delivered cursor %d, want %d", cur, n)
 	}
 	if got.Load() != n {
 		t.Fatalf("%d replies handed on for %d rows", got.Load(), n)
+	}
+}
+
+// waitFor polls cond every 10 ms until it holds, failing after d.
+func waitFor(t *testing.T, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
 	}
 }
 
