@@ -205,7 +205,10 @@ func (s *Scheduler) fire(ctx context.Context, d store.Due, now time.Time) error 
 		s.cfg.Log.Warn("a schedule fired but its sandbox did not start", "session", d.Session.String(), "err", err)
 	}
 	var next *wire.Schedule
-	if at := sc.Next(now.Unix()); at != 0 {
+	// Only a time after now: a hostile period makes Next overflow into
+	// the past, which would fire again at every wake-up (and a full batch
+	// of them would keep Tick from ever returning). Such a schedule ends.
+	if at := sc.Next(now.Unix()); at > now.Unix() {
 		n := sc
 		n.At = at
 		next = &n

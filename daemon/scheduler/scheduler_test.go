@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -189,5 +190,30 @@ func TestNotPermittedFiringIsSkipped(t *testing.T) {
 	}
 	if due, _ := st.DueBy(ctx, t0.Unix()+60, 10); len(due) != 1 {
 		t.Fatalf("%d schedules left, want 1 (the one-off one is gone)", len(due))
+	}
+}
+
+// A hostile agent's recurring schedule whose next time overflows int64
+// (a huge period) must not come back due again: it would fire at every
+// wake-up (which the agent triggers by adding schedules), and with a full
+// batch of them Tick would never return.
+func TestOverflowingPeriodFiresOnce(t *testing.T) {
+	st, tg, id := setup(t)
+	ctx := context.Background()
+	if err := st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "ovf", At: t0.Unix() - 10, Every: math.MaxInt64, Text: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{now: t0}
+	s := New(Config{Store: st, Target: tg, Clock: clock})
+	for range 5 {
+		if _, err := s.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tg.fired) != 1 {
+		t.Fatalf("fired %d times, want once", len(tg.fired))
+	}
+	if d, ok, _ := st.NextDue(ctx); ok && d.At <= t0.Unix() {
+		t.Fatalf("still due at %d", d.At)
 	}
 }
