@@ -81,6 +81,9 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 		}
 		return fmt.Errorf("supervisor: audit: %w", aerr)
 	}
+	if errors.Is(err, errStartsAhead) {
+		s.failLocked(c, err, "sandbox.failed")
+	}
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -221,6 +222,17 @@ func (s *Supervisor) refusedTools(c *conv, rows []queue.Row) {
 	}
 }
 
+// MaxStartsAhead caps the State rows in the inbox past the progress the
+// agent recorded. Every start writes one (up to ~900 KiB), and compaction
+// only removes rows the agent reported consumed: an agent that never
+// reports and exits (paced under the crash-loop limit) would grow the
+// inbox by a State row per restart, without bound. An honest agent reports
+// its progress past the start rows as soon as it has read them.
+const MaxStartsAhead = 64
+
+// errStartsAhead: the session is stopped (resume).
+var errStartsAhead = errors.New("too many starts without recorded progress")
+
 // resume writes the session's current profile and State row into its inbox and returns the
 // handshake that tells a starting agent where to resume. Call it after the
 // outbox was collected (so every operation the agent wrote is applied).
@@ -237,6 +249,14 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	i := 0
+	for i < len(c.starts) && c.starts[i] <= handled {
+		i++
+	}
+	c.starts = c.starts[i:]
+	if len(c.starts) >= MaxStartsAhead {
+		return nil, fmt.Errorf("supervisor: session %s: %w (%d State rows past %d)", c.id, errStartsAhead, len(c.starts), handled)
+	}
 	version, p, err := s.cfg.Store.CurrentProfile(ctx, c.id)
 	if err != nil {
 		return nil, err
@@ -252,6 +272,7 @@ func (s *Supervisor) resume(ctx context.Context, c *conv) ([]byte, error) {
 		return nil, fmt.Errorf("supervisor: writing the start rows: %w", err)
 	}
 	c.noteInbox(seq)
+	c.starts = append(c.starts, seq)
 	hs := wire.Handshake{Session: c.id, Key: *c.key, Handled: handled, OutboxTaken: c.wall.Taken(), State: seq - 1}
 	return hs.Marshal(), nil
 }

@@ -309,3 +309,32 @@ func TestInboxAheadOfProgressCapped(t *testing.T) {
 		t.Fatal("another session failed too")
 	}
 }
+
+// Every start writes a State row into the inbox, and compaction removes
+// only rows the agent reported consumed: an agent that never reports its
+// progress and keeps getting restarted must not grow the inbox without
+// bound. Past MaxStartsAhead the start is refused; once the agent records
+// its progress, starts go on.
+func TestStartsAheadOfProgressCapped(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c := sessionWith(t, s, st, "console:starts", permitted())
+	for range MaxStartsAhead {
+		if _, err := s.resume(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := c.wall.InboxHead()
+	if _, err := s.resume(ctx, c); !errors.Is(err, errStartsAhead) {
+		t.Fatalf("start %d without progress: %v, want refused", MaxStartsAhead+1, err)
+	}
+	if c.wall.InboxHead() != head {
+		t.Fatal("a refused start still wrote to the inbox")
+	}
+	if err := st.AdvanceCursors(ctx, c.id, map[string]uint64{store.CursorInboxConsumed: head}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.resume(ctx, c); err != nil {
+		t.Fatalf("after the agent recorded its progress: %v", err)
+	}
+}

@@ -82,14 +82,15 @@ func (s *Supervisor) Resume(ctx context.Context, id wire.SessionID, operator str
 	}
 	c.mu.Lock()
 	was := c.failed
-	c.failed, c.exits, c.restartAt = nil, nil, time.Time{}
+	starts := c.starts
+	c.failed, c.exits, c.restartAt, c.starts = nil, nil, time.Time{}, nil
 	c.mu.Unlock()
 	if was == nil {
 		return nil
 	}
 	if err := s.audit(operator, "sandbox.resume", id.String(), "", "was: "+was.Error()); err != nil {
 		c.mu.Lock()
-		c.failed = was
+		c.failed, c.starts = was, starts
 		c.mu.Unlock()
 		return fmt.Errorf("supervisor: audit: %w", err)
 	}

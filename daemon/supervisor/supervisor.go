@@ -285,6 +285,9 @@ type conv struct {
 	lastExit  *sandbox.ExitStatus
 	lastOut   []byte // stdout and stderr of the last sandbox that ended (untrusted)
 	lastErr   []byte
+	// starts are the inbox seqs of the State rows this daemon run wrote past
+	// the agent's recorded progress, oldest first (resume, MaxStartsAhead).
+	starts []uint64
 }
 
 // New returns a supervisor. Call Reap before the first conversation starts.
