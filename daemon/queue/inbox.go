@@ -135,7 +135,12 @@ func (in *Inbox) insert(sealed [][]byte) (err error) {
 // Read returns the verified rows after seq after, read through the
 // writer's own connection (the daemon reading back what it wrote; the
 // agent's side reads under a lease instead).
-func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) {
+func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) { return in.ReadPage(after, 0) }
+
+// ReadPage is Read, at most max rows (all if max <= 0): an inbox an agent
+// never reported reading can hold hundreds of MiB, which the daemon reads
+// back a page at a time, never at once.
+func (in *Inbox) ReadPage(after uint64, max int) ([]queuedb.Row, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.conn == nil {
@@ -152,7 +157,7 @@ func (in *Inbox) Read(after uint64) ([]queuedb.Row, error) {
 	if oldest > 0 && uint64(oldest)-1 > after {
 		after = uint64(oldest) - 1
 	}
-	rows, err := queuedb.Read(in.conn, in.session, wire.Inbox, in.key, after, 0)
+	rows, err := queuedb.Read(in.conn, in.session, wire.Inbox, in.key, after, max)
 	if err != nil {
 		return nil, fmt.Errorf("queue: reading back the inbox: %w", err)
 	}

@@ -202,6 +202,32 @@ func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
 // own writes; for a channel recovering an interrupted hand-off).
 func (w *Wall) InboxRows(after uint64) ([]queue.Row, error) { return w.inbox.Read(after) }
 
+// inboxPage is how many rows EachInboxRow reads at once (each at most
+// wire.MaxRowSize; in practice a message or echo of at most 64 KiB).
+const inboxPage = 64
+
+// EachInboxRow calls fn with each verified inbox row after seq after, in
+// order, reading a page at a time so that a long inbox (a hostile agent's
+// echoes it never reported reading) is never held in memory at once. It
+// stops early when fn returns false.
+func (w *Wall) EachInboxRow(after uint64, fn func(queue.Row) bool) error {
+	for {
+		rows, err := w.inbox.ReadPage(after, inboxPage)
+		if err != nil {
+			return err
+		}
+		for _, r := range rows {
+			if !fn(r) {
+				return nil
+			}
+		}
+		if len(rows) < inboxPage {
+			return nil
+		}
+		after = rows[len(rows)-1].Header.Seq
+	}
+}
+
 // Leases exposes the inbox lease manager (for measurements).
 func (w *Wall) Leases() *lease.Manager { return w.leases }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ironclaw/ironclaw/agentd/wire"
+	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/store"
 )
 
@@ -72,15 +73,16 @@ func (s *Supervisor) InboxMessages(ctx context.Context, binding string, after ui
 	if err != nil {
 		return nil, err
 	}
-	rows, err := c.wall.InboxRows(after)
-	if err != nil {
-		return nil, fmt.Errorf("supervisor: reading back the inbox of session %s: %w", c.id, err)
-	}
+	// A page at a time: the agent's echoes in between may be many and big.
 	var out []InboxMessage
-	for _, r := range rows {
+	err = c.wall.EachInboxRow(after, func(r queue.Row) bool {
 		if m, ok := r.Body.(wire.Message); ok {
 			out = append(out, InboxMessage{Seq: r.Header.Seq, From: m.From, Text: m.Text})
 		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: reading back the inbox of session %s: %w", c.id, err)
 	}
 	return out, nil
 }

@@ -132,16 +132,17 @@ func (s *Supervisor) checkBacklog(ctx context.Context, c *conv, rows []queue.Row
 	}
 	if !c.echoesLoaded {
 		// Once per conversation: the echoes an earlier daemon run wrote.
-		inbox, err := c.wall.InboxRows(consumed)
+		var echoes []uint64
+		err := c.wall.EachInboxRow(consumed, func(r queue.Row) bool {
+			if _, ok := r.Body.(wire.Delivered); ok {
+				echoes = append(echoes, r.Header.Seq)
+			}
+			return true
+		})
 		if err != nil {
 			return fmt.Errorf("supervisor: counting the echoes of session %s: %w", c.id, err)
 		}
-		for _, r := range inbox {
-			if _, ok := r.Body.(wire.Delivered); ok {
-				c.echoes = append(c.echoes, r.Header.Seq)
-			}
-		}
-		c.echoesLoaded = true
+		c.echoes, c.echoesLoaded = echoes, true
 	}
 	consumed = max(consumed, reported)
 	i := 0
@@ -380,15 +381,13 @@ func (s *Supervisor) WakeUnread(ctx context.Context) error {
 // message or a schedule firing (echoes and start rows alone wait for the
 // next start).
 func (s *Supervisor) awaitsAnswer(c *conv) bool {
-	rows, err := c.wall.InboxRows(c.progress.Load())
-	if err != nil {
-		return true // let the agent find out
-	}
-	for _, r := range rows {
+	found := false
+	err := c.wall.EachInboxRow(c.progress.Load(), func(r queue.Row) bool {
 		switch r.Body.(type) {
 		case wire.Message, wire.Fired:
-			return true
+			found = true
 		}
-	}
-	return false
+		return !found
+	})
+	return found || err != nil // on an error, let the agent find out
 }

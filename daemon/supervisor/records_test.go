@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -336,5 +338,70 @@ func TestStartsAheadOfProgressCapped(t *testing.T) {
 	}
 	if _, err := s.resume(ctx, c); err != nil {
 		t.Fatalf("after the agent recorded its progress: %v", err)
+	}
+}
+
+// Reading back a long inbox (echoes of big replies the agent never reported
+// handling, up to MaxEchoesAhead of 64 KiB each) must go a page at a time:
+// the first checkBacklog of a daemon run and WakeUnread's awaitsAnswer once
+// held the whole of it in memory, per session.
+func TestInboxReadBackBounded(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c := sessionWith(t, s, st, "console:long", permitted())
+	big := strings.Repeat("x", 60<<10)
+	batch := make([]wire.Body, 64)
+	for i := range batch {
+		batch[i] = wire.Delivered{Text: big, InReplyTo: 1}
+	}
+	const rows = 1536 // ~90 MiB of echo text
+	for range rows / len(batch) {
+		seq, err := c.wall.Send(ctx, batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.noteInbox(seq)
+	}
+	peak := func(f func()) uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		base := ms.HeapAlloc
+		var top atomic.Uint64
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				var m runtime.MemStats
+				runtime.ReadMemStats(&m)
+				if m.HeapAlloc > base && m.HeapAlloc-base > top.Load() {
+					top.Store(m.HeapAlloc - base)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+			}
+		}()
+		f()
+		close(stop)
+		<-done
+		return top.Load()
+	}
+	const bound = 48 << 20
+	if p := peak(func() {
+		if err := s.checkBacklog(ctx, c, []queue.Row{{Body: wire.Reply{Text: "hi", InReplyTo: 1}}}); err != nil {
+			t.Error(err)
+		}
+	}); p > bound {
+		t.Errorf("checkBacklog's heap grew by %d MiB over a %d-row inbox, want under %d MiB", p>>20, rows, bound>>20)
+	}
+	if len(c.echoes) != rows {
+		t.Errorf("counted %d echoes, want %d", len(c.echoes), rows)
+	}
+	if p := peak(func() { s.awaitsAnswer(c) }); p > bound {
+		t.Errorf("awaitsAnswer's heap grew by %d MiB over a %d-row inbox, want under %d MiB", p>>20, rows, bound>>20)
 	}
 }
