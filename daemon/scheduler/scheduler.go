@@ -52,6 +52,12 @@ type Target interface {
 // a schedule the owner never approved, or no longer does, never fires.
 var ErrNotPermitted = errors.New("scheduler: the session's profile does not permit schedules")
 
+// ErrBehind is what a Target's Fire returns (wrapped) when the session's
+// agent has left too much of its inbox unread: the firing is skipped like
+// one ErrNotPermitted skips, so an agent that never reads its inbox cannot
+// pile up firings there without bound.
+var ErrBehind = errors.New("scheduler: the session's agent is too far behind its inbox")
+
 // Defaults for Config's zero fields.
 const (
 	// DefaultGrace: a firing more than this after its time is marked late.
@@ -196,8 +202,8 @@ func (s *Scheduler) fire(ctx context.Context, d store.Due, now time.Time) error 
 	late := now.Sub(time.Unix(d.At, 0)) > s.cfg.Grace
 	written, err := s.cfg.Target.Fire(ctx, d.Session, wire.Fired{ID: sc.ID, Text: sc.Text, Due: d.At, Late: late})
 	switch {
-	case errors.Is(err, ErrNotPermitted):
-		s.cfg.Log.Warn("a schedule was skipped: its session's profile does not permit schedules", "session", d.Session.String())
+	case errors.Is(err, ErrNotPermitted), errors.Is(err, ErrBehind):
+		s.cfg.Log.Warn("a schedule was skipped", "session", d.Session.String(), "err", err)
 	case !written:
 		return err
 	case err != nil:

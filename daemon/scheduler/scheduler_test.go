@@ -217,3 +217,19 @@ func TestOverflowingPeriodFiresOnce(t *testing.T) {
 		t.Fatalf("still due at %d", d.At)
 	}
 }
+
+// A firing the target skips because the agent is far behind its inbox is
+// not retried: the schedule moves on (a one-off one is gone).
+func TestBehindSkipsForGood(t *testing.T) {
+	st, tg, id := setup(t)
+	ctx := context.Background()
+	st.UpdateSchedule(ctx, id, tg.keys[id], wire.ScheduleOp{Op: wire.OpAdd, ID: "once", At: t0.Unix(), Text: "tea"})
+	tg.fail = fmt.Errorf("far behind: %w", ErrBehind)
+	s := New(Config{Store: st, Target: tg, Clock: &fakeClock{now: t0}})
+	if _, err := s.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := st.NextDue(ctx); ok {
+		t.Fatal("a skipped one-off schedule is still due")
+	}
+}

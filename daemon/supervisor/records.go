@@ -223,6 +223,10 @@ func (s *Supervisor) refusedTools(c *conv, rows []queue.Row) {
 	}
 }
 
+// MaxUnreadForFiring is how many inbox rows past the agent's recorded
+// progress a session may have and still get schedule firings (Fire).
+const MaxUnreadForFiring = MaxEchoesAhead
+
 // MaxStartsAhead caps the State rows in the inbox past the progress the
 // agent recorded. Every start writes one (up to ~900 KiB), and compaction
 // only removes rows the agent reported consumed: an agent that never
@@ -312,6 +316,20 @@ func (s *Supervisor) Fire(ctx context.Context, id wire.SessionID, f wire.Fired) 
 	c, err := s.conversation(ctx, sess.Binding)
 	if err != nil {
 		return false, err
+	}
+	// Firings are the agent's own doing (it set the schedules), and only
+	// rows it reports handled are compacted: past MaxUnreadForFiring unread
+	// rows a firing is skipped for good, audited, so an agent that never
+	// reads cannot grow its inbox by firings without bound.
+	consumed, err := s.cfg.Store.Cursor(ctx, id, store.CursorInboxConsumed)
+	if err != nil {
+		return false, err
+	}
+	if head := c.inboxHead.Load(); head > consumed && head-consumed > MaxUnreadForFiring {
+		if err := s.cfg.Audit.Refuse("daemon", "schedule.skipped", id.String(), "the agent is too far behind its inbox"); err != nil {
+			return false, fmt.Errorf("supervisor: audit: %w", err)
+		}
+		return false, fmt.Errorf("supervisor: session %s: %d unread rows: %w", id, head-consumed, scheduler.ErrBehind)
 	}
 	result := "on time"
 	if f.Late {

@@ -405,3 +405,38 @@ func TestInboxReadBackBounded(t *testing.T) {
 		t.Errorf("awaitsAnswer's heap grew by %d MiB over a %d-row inbox, want under %d MiB", p>>20, rows, bound>>20)
 	}
 }
+
+// Firings are the agent's own doing: an agent that never reports reading
+// its inbox must not get firings piled into it without bound. Past
+// MaxUnreadForFiring unread rows a firing is skipped, audited.
+func TestFiringsSkippedWhenFarBehind(t *testing.T) {
+	s, st := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c := sessionWith(t, s, st, "console:behind", permitted())
+	fill := make([]wire.Body, MaxUnreadForFiring)
+	for i := range fill {
+		fill[i] = wire.Fired{ID: "s1", Text: "t", Due: 1}
+	}
+	seq, err := c.wall.Send(ctx, fill...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.noteInbox(seq)
+	head := c.wall.InboxHead()
+	written, err := s.Fire(ctx, c.id, wire.Fired{ID: "s1", Text: "t", Due: 2})
+	if written || !errors.Is(err, scheduler.ErrBehind) {
+		t.Fatalf("Fire far behind = %v, %v; want skipped", written, err)
+	}
+	if c.wall.InboxHead() != head {
+		t.Fatal("a skipped firing reached the inbox")
+	}
+	if log := auditLog(t, s); !strings.Contains(log, "too far behind") {
+		t.Fatal("the skipped firing was not audited")
+	}
+	if err := st.AdvanceCursors(ctx, c.id, map[string]uint64{store.CursorInboxConsumed: head}); err != nil {
+		t.Fatal(err)
+	}
+	if written, _ := s.Fire(ctx, c.id, wire.Fired{ID: "s1", Text: "t", Due: 3}); !written {
+		t.Fatal("a firing once the agent caught up was not written")
+	}
+}
