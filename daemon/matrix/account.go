@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/crypto/sql_store_upgrade"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
 	_ "modernc.org/sqlite" // the pure-Go SQLite behind the crypto store
 )
 
@@ -68,6 +69,7 @@ func (c *Channel) open(ctx context.Context) error {
 	}
 	c.mach = c.helper.Machine()
 	c.cli.Crypto = c.helper
+	keepRoomsEncrypted(c.cli)
 	// Undecryptable events are ours to report (inbound.go), never dropped.
 	c.helper.DecryptErrorCallback = func(*event.Event, error) {}
 	if fresh {
@@ -276,4 +278,28 @@ func backupBeforeUpgrade(ctx context.Context, db *dbutil.Database, path string) 
 		return fmt.Errorf("matrix: backing up the crypto store before upgrading it: %w", err)
 	}
 	return os.Chmod(bak, 0o600)
+}
+
+// encryptionOnce is the client's state store, except that a room once
+// encrypted stays encrypted: the spec forbids turning encryption off, and a
+// later m.room.encryption event without Megolm (from a room admin or a
+// hostile homeserver) would otherwise make mautrix send the bot's replies
+// in plaintext.
+type encryptionOnce struct{ *sqlstatestore.SQLStateStore }
+
+func (s encryptionOnce) SetEncryptionEvent(ctx context.Context, room id.RoomID, content *event.EncryptionEventContent) error {
+	if content == nil || content.Algorithm != id.AlgorithmMegolmV1 {
+		if enc, err := s.IsEncrypted(ctx, room); err != nil || enc {
+			return err // ignored: the room stays encrypted
+		}
+	}
+	return s.SQLStateStore.SetEncryptionEvent(ctx, room, content)
+}
+
+// keepRoomsEncrypted wraps the client's state store (mautrix's sync handler
+// and sends read it through the client) in encryptionOnce.
+func keepRoomsEncrypted(cli *mautrix.Client) {
+	if ss, ok := cli.StateStore.(*sqlstatestore.SQLStateStore); ok {
+		cli.StateStore = encryptionOnce{ss}
+	}
 }

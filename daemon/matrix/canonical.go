@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 // What the channel records of an inbound event (sealed in the store).
@@ -46,6 +47,13 @@ const maxRawEvent = 96 << 10
 func canonical(evt *event.Event, encrypted bool) inbound {
 	if !encrypted {
 		return inbound{K: kindRefuse, Reason: "that message was not encrypted; I did not read it"}
+	}
+	// The homeserver names the sender; only the keys tie the message to
+	// them. A Megolm session that belongs to no device of the named sender
+	// (or to one whose keys differ, or a blacklisted one) is how a hostile
+	// homeserver would speak as an owner: refused.
+	if ts := evt.Mautrix.TrustState; ts == id.TrustStateUnknownDevice || ts < id.TrustStateUnset {
+		return inbound{K: kindRefuse, Reason: "I could not tie that message to one of your devices, so I did not read it. Please check your devices (verify them), then send it again."}
 	}
 	raw := evt.Content.VeryRaw
 	if raw == nil {

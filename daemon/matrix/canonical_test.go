@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 func TestCanonicalContent(t *testing.T) {
@@ -159,4 +162,27 @@ func FuzzRender(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A decrypted message whose Megolm session mautrix could not tie to a
+// device of the event's sender (a sender a hostile homeserver put on it), or
+// to one whose keys differ or that is blacklisted, is refused; an ordinary
+// unverified, cross-signed or forwarded one is read.
+func TestCanonicalRefusesUntiedSessions(t *testing.T) {
+	mk := func(ts id.TrustState) *event.Event {
+		evt := &event.Event{Type: event.EventMessage, Sender: "@owner:x"}
+		evt.Content.VeryRaw = json.RawMessage(`{"msgtype":"m.text","body":"rm -rf the notes"}`)
+		evt.Mautrix.TrustState = ts
+		return evt
+	}
+	for _, ts := range []id.TrustState{id.TrustStateUnknownDevice, id.TrustStateDeviceKeyMismatch, id.TrustStateBlacklisted} {
+		if in := canonical(mk(ts), true); in.K != kindRefuse || in.Text != "" {
+			t.Errorf("trust %s: %+v, want a refusal", ts, in)
+		}
+	}
+	for _, ts := range []id.TrustState{id.TrustStateUnset, id.TrustStateForwarded, id.TrustStateBackup, id.TrustStateCrossSignedTOFU, id.TrustStateVerified} {
+		if in := canonical(mk(ts), true); in.K != kindMessage || in.Text != "rm -rf the notes" {
+			t.Errorf("trust %s: %+v, want the message", ts, in)
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ironclaw/ironclaw/daemon/store"
@@ -60,8 +62,11 @@ func (c *Channel) syncLoop(ctx context.Context) error {
 		if err := c.cli.Syncer.ProcessResponse(ctx, resp, since); err != nil {
 			c.log.Error("processing a sync batch", "err", err)
 		}
-		events := c.collect(ctx, resp, since == "")
-		if _, err := c.cfg.Store.CommitMatrixSync(ctx, events, resp.NextBatch, c.holdLimits()); err != nil {
+		events, err := c.collect(ctx, resp, since == "")
+		if err == nil {
+			_, err = c.cfg.Store.CommitMatrixSync(ctx, events, resp.NextBatch, c.holdLimits())
+		}
+		if err != nil {
 			c.log.Error("recording a sync batch; it will be fetched again", "err", err)
 			if !sleep(ctx, backoff) {
 				return nil
@@ -89,8 +94,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // collect turns a processed batch into the events the channel records. The
 // very first sync of a device holds history from before it existed: only
-// invites are taken from it.
-func (c *Channel) collect(ctx context.Context, resp *mautrix.RespSync, first bool) []store.MatrixEvent {
+// invites are taken from it. A limited timeline (the homeserver sends only
+// the latest events after the bot was away) has its gap fetched first; if
+// that fails the batch is not committed.
+func (c *Channel) collect(ctx context.Context, resp *mautrix.RespSync, first bool) ([]store.MatrixEvent, error) {
 	var out []store.MatrixEvent
 	for room, data := range resp.Rooms.Invite {
 		for _, evt := range data.State.Events {
@@ -106,16 +113,70 @@ func (c *Channel) collect(ctx context.Context, resp *mautrix.RespSync, first boo
 		}
 	}
 	if first {
-		return out
+		return out, nil
 	}
 	for room, data := range resp.Rooms.Join {
-		for _, evt := range data.Timeline.Events {
+		evs := data.Timeline.Events
+		if data.Timeline.Limited && data.Timeline.PrevBatch != "" {
+			gap, err := c.fillGap(ctx, room, data.Timeline.PrevBatch)
+			if err != nil {
+				return nil, err
+			}
+			evs = append(gap, evs...)
+		}
+		for _, evt := range evs {
 			if r, ok := c.classify(ctx, room, evt); ok {
 				out = append(out, r)
 			}
 		}
 	}
-	return out
+	return out, nil
+}
+
+// maxGapPages bounds how far back (pages of 100 events) a gap in a room's
+// timeline is fetched.
+const maxGapPages = 10
+
+// fillGap returns, oldest first, the events a limited timeline left out:
+// back from from to the newest event already recorded, or the bot's own
+// join. A longer gap is audited, never dropped silently.
+func (c *Channel) fillGap(ctx context.Context, room id.RoomID, from string) ([]*event.Event, error) {
+	var back []*event.Event // newest first
+	done := func() []*event.Event {
+		slices.Reverse(back)
+		return back
+	}
+	for page := 0; page < maxGapPages && from != ""; page++ {
+		resp, err := c.cli.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			return nil, fmt.Errorf("fetching a gap in %s's timeline: %w", room, err)
+		}
+		for _, evt := range resp.Chunk {
+			if evt.ID == "" {
+				continue
+			}
+			if seen, err := c.cfg.Store.MatrixSeen(ctx, string(evt.ID)); err != nil {
+				return nil, err
+			} else if seen {
+				return done(), nil
+			}
+			_ = evt.Content.ParseRaw(evt.Type) // classify refuses what does not parse
+			if evt.Type == event.StateMember && evt.GetStateKey() == string(c.cfg.UserID) && evt.Content.AsMember().Membership == event.MembershipJoin {
+				return done(), nil
+			}
+			back = append(back, evt)
+		}
+		if len(resp.Chunk) == 0 || resp.End == from {
+			return done(), nil
+		}
+		from = resp.End
+	}
+	if from != "" {
+		if err := c.audit("matrix.gap", string(room), "refused", "the bot was away too long: older events of this room were not read"); err != nil {
+			return nil, err
+		}
+	}
+	return done(), nil
 }
 
 // classify decides what one timeline event is to the channel.

@@ -262,6 +262,21 @@ func overHoldCap(c *sqlite.Conn, e MatrixEvent, lim MatrixHoldLimits) (string, e
 	return "", nil
 }
 
+// MatrixSeen reports whether an inbound event with this id is recorded.
+func (s *Store) MatrixSeen(ctx context.Context, eventID string) (bool, error) {
+	found := false
+	err := s.readTx(ctx, func(c *sqlite.Conn) error {
+		return sqlitex.Execute(c, "SELECT 1 FROM matrix_inbound WHERE event_id = ?", &sqlitex.ExecOptions{
+			Args:       []any{eventID},
+			ResultFunc: func(*sqlite.Stmt) error { found = true; return nil },
+		})
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: looking up Matrix event %q: %w", eventID, err)
+	}
+	return found, nil
+}
+
 // MatrixOpen returns the inbound events not yet done or refused, in order of
 // arrival, with their bodies unsealed: at most perRoom of each room (the
 // oldest), so a reload stays bounded however much waits; the rest come once
