@@ -349,3 +349,19 @@ func FuzzMarshalJSON(f *testing.F) {
 		}
 	})
 }
+
+// A command's flags are echoed in its errors: they must reach the terminal
+// sanitised like everything else (a script may pass text it did not write).
+func TestCommandErrorsAreSanitised(t *testing.T) {
+	h := startServer(t, nil)
+	c := h.mustDial()
+	for _, bad := range []string{"audit --json --\x1b]0;pwned\x07\u202e", "audit --json --limit=\x1b[2J\u202e", "audit --json -\x1b[2J=1"} {
+		_, errOut, err := run(t, c, bad)
+		if err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+		if strings.ContainsAny(errOut, "\x1b\x07\u202e") {
+			t.Errorf("%q: raw control characters reached stderr: %q", bad, errOut)
+		}
+	}
+}
