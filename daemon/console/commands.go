@@ -80,7 +80,11 @@ func MarshalJSON(v any) ([]byte, error) {
 			i++
 			continue
 		}
-		if !sanitize.Unsafe(r) || (r == utf8.RuneError && size > 1) {
+		if r == utf8.RuneError && size == 1 {
+			// Not UTF-8 (only a value that marshals itself can carry it):
+			// what json.Marshal makes of such a byte in a string.
+			b.WriteString(`\ufffd`)
+		} else if !sanitize.Unsafe(r) {
 			b.Write(data[i : i+size])
 		} else if r > 0xffff {
 			r -= 0x10000
