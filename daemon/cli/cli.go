@@ -99,7 +99,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return exit
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ironclaw: error: %v\n", err)
+		// A parse error quotes the argument it could not parse.
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Text(err.Error()))
 		return 2
 	}
 	if err := kctx.Run(&c.Globals); err != nil {

@@ -29,3 +29,16 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %d %q %q", code, out.String(), errOut.String())
 	}
 }
+
+// A parse error quotes what it could not parse: sanitised too.
+func TestParseErrorsAreSanitised(t *testing.T) {
+	for _, args := range [][]string{{"--\x1b]0;PWNED\a\u202e"}, {"sessions", "\x1b[2J\u202e"}} {
+		var out, errOut bytes.Buffer
+		if code := Main(context.Background(), args, strings.NewReader(""), &out, &errOut); code == 0 {
+			t.Fatalf("%q was accepted", args)
+		}
+		if strings.ContainsAny(out.String()+errOut.String(), "\x1b\a\u202e") {
+			t.Errorf("%q: raw control characters reached the terminal: %q %q", args, out.String(), errOut.String())
+		}
+	}
+}

@@ -21,7 +21,10 @@ func runCommand(ctx context.Context, op api.Operator, args []string, stdout, std
 		return 1
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package echoes what it could not parse: collect it and
+	// sanitise it like every other string on its way to a terminal.
+	var flagOut bytes.Buffer
+	fs.SetOutput(&flagOut)
 	asJSON := fs.Bool("json", false, "print JSON (required)")
 	all := fs.Bool("all", false, "approvals: include decided requests")
 	contains := fs.String("contains", "", "audit: only entries containing this text")
@@ -34,6 +37,7 @@ func runCommand(ctx context.Context, op api.Operator, args []string, stdout, std
 		return 2
 	}
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || !*asJSON {
+		fmt.Fprint(stderr, sanitize.Text(flagOut.String()))
 		fmt.Fprintf(stderr, "ironclaw: hint: %s\n", usage)
 		return 2
 	}
@@ -76,7 +80,11 @@ func MarshalJSON(v any) ([]byte, error) {
 			i++
 			continue
 		}
-		if !sanitize.Unsafe(r) || (r == utf8.RuneError && size > 1) {
+		if r == utf8.RuneError && size == 1 {
+			// Not UTF-8 (only a value that marshals itself can carry it):
+			// what json.Marshal makes of such a byte in a string.
+			b.WriteString(`\ufffd`)
+		} else if !sanitize.Unsafe(r) {
 			b.Write(data[i : i+size])
 		} else if r > 0xffff {
 			r -= 0x10000

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/tui/tuitest"
@@ -348,4 +349,33 @@ func FuzzMarshalJSON(f *testing.F) {
 			t.Fatalf("data changed: %q vs %q", back[0], orig[0])
 		}
 	})
+}
+
+// A command's flags are echoed in its errors: they must reach the terminal
+// sanitised like everything else (a script may pass text it did not write).
+func TestCommandErrorsAreSanitised(t *testing.T) {
+	h := startServer(t, nil)
+	c := h.mustDial()
+	for _, bad := range []string{"audit --json --\x1b]0;pwned\x07\u202e", "audit --json --limit=\x1b[2J\u202e", "audit --json -\x1b[2J=1"} {
+		_, errOut, err := run(t, c, bad)
+		if err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+		if strings.ContainsAny(errOut, "\x1b\x07\u202e") {
+			t.Errorf("%q: raw control characters reached stderr: %q", bad, errOut)
+		}
+	}
+}
+
+// Bytes that are not UTF-8 can reach MarshalJSON inside a value that
+// marshals itself (json.RawMessage): they must not pass raw either (0x9b is
+// CSI to an 8-bit terminal).
+func TestMarshalJSONEscapesInvalidUTF8(t *testing.T) {
+	out, err := MarshalJSON(map[string]json.RawMessage{"s": json.RawMessage("\"a\x9b2J\xff\"")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !utf8.Valid(out) || strings.ContainsAny(string(out), "\x1b") {
+		t.Fatalf("invalid UTF-8 passed raw: %q", out)
+	}
 }
