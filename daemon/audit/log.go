@@ -327,6 +327,13 @@ func (l *Log) run() {
 		var stop func() bool
 		if hasNext {
 			timer, stop = l.clock.After(next.Sub(now))
+			// The clock may have passed the deadline between reading it
+			// and setting the timer (then the timer is set too late):
+			// look again now that the timer exists.
+			if !l.clock.Now().Before(next) {
+				stop()
+				continue
+			}
 		}
 		select {
 		case <-l.kick:
