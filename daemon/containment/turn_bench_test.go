@@ -24,8 +24,9 @@ import (
 // and records how long each model call took there: the model time a turn's
 // overhead is measured without.
 type timedUpstream struct {
-	mu    sync.Mutex
-	calls []time.Duration // each model call's time at the server, in order
+	mu       sync.Mutex
+	calls    []time.Duration // each model call's time at the server, in order
+	arrivals []time.Time     // when each call reached the server
 }
 
 func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
@@ -39,6 +40,7 @@ func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
 		d := time.Since(start)
 		tu.mu.Lock()
 		tu.calls = append(tu.calls, d)
+		tu.arrivals = append(tu.arrivals, start)
 		tu.mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
@@ -49,11 +51,17 @@ func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
 // is recorded just after its last byte is sent, which may be after the turn
 // ended: pair calls with turns by order, at the end.
 func (tu *timedUpstream) take() []time.Duration {
+	c, _ := tu.takeAll()
+	return c
+}
+
+// takeAll is take with each call's arrival time at the server.
+func (tu *timedUpstream) takeAll() ([]time.Duration, []time.Time) {
 	tu.mu.Lock()
 	defer tu.mu.Unlock()
-	c := tu.calls
-	tu.calls = nil
-	return c
+	c, a := tu.calls, tu.arrivals
+	tu.calls, tu.arrivals = nil, nil
+	return c, a
 }
 
 func pct(ds []time.Duration, p float64) time.Duration {
@@ -92,7 +100,10 @@ func TestWarmTurnOverhead(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // the last warm-up call is recorded
 	tu.take()
-	type sample struct{ total, send time.Duration }
+	type sample struct {
+		total, send time.Duration
+		start       time.Time
+	}
 	turn := func(d *daemon, i int) sample {
 		ch := d.sup.Subscribe("warm")
 		defer d.sup.Unsubscribe(ch)
@@ -105,25 +116,34 @@ func TestWarmTurnOverhead(t *testing.T) {
 				break
 			}
 		}
-		return sample{total: time.Since(start), send: sent}
+		return sample{total: time.Since(start), send: sent, start: start}
 	}
 	var brainTotal, brainSend, echoTotal, echoSend []time.Duration
+	var brainStart []time.Time
 	for i := range turns {
 		s := turn(brain, i)
 		brainTotal = append(brainTotal, s.total)
 		brainSend = append(brainSend, s.send)
+		brainStart = append(brainStart, s.start)
 		e := turn(echo, i)
 		echoTotal = append(echoTotal, e.total)
 		echoSend = append(echoSend, e.send)
 	}
 	time.Sleep(100 * time.Millisecond)
-	model := tu.take()
+	model, arrived := tu.takeAll()
 	if len(model) != turns {
 		t.Fatalf("%d model calls for %d turns", len(model), turns)
 	}
 	overhead := make([]time.Duration, turns)
+	before, after := make([]time.Duration, turns), make([]time.Duration, turns)
 	for i := range turns {
 		overhead[i] = brainTotal[i] - model[i]
+		// Where the turn's time goes: until the call reaches the model
+		// server (inbox, lease, read, the agent's context, the call through
+		// the socket and the proxy), and after it left (the answer back
+		// through the proxy, the outbox, the doorbell, the delivery).
+		before[i] = arrived[i].Sub(brainStart[i])
+		after[i] = brainTotal[i] - before[i] - model[i]
 	}
 	row := func(name string, ds []time.Duration) {
 		t.Logf("| %-52s | %7.2f | %7.2f |", name, ms(pct(ds, 0.5)), ms(pct(ds, 0.99)))
@@ -132,6 +152,8 @@ func TestWarmTurnOverhead(t *testing.T) {
 	t.Logf("| %-52s | %7s | %7s |", "", "p50", "p99")
 	row("agentd + proxy, per turn, model time subtracted", overhead)
 	row("  of which Send (inbox row, history, doorbell)", brainSend)
+	row("  of which until the call reached the model server", before)
+	row("  of which after the model server answered", after)
 	row("model time (scripted server, subtracted above)", model)
 	row("baseline: echo agent, per turn (same wall, no model)", echoTotal)
 	row("  of which Send", echoSend)
