@@ -14,7 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	termsafe "github.com/ironclaw/ironclaw/daemon/api/sanitize"
+	"github.com/ironclaw/ironclaw/daemon/api"
 )
 
 // MaxFieldLen is the most bytes any text field of an entry may hold. Fields
@@ -47,7 +47,7 @@ const (
 // content or key material in any field.
 //
 // Fields are made safe rather than rejected so that logging can never be made
-// to fail by odd input: the one terminal sanitiser (daemon/api/sanitize)
+// to fail by odd input: the one terminal sanitiser (daemon/api/sanitize.go)
 // shows invalid UTF-8 bytes and control characters as \xNN, and format
 // (including bidi overrides) and line/paragraph separator characters as
 // \uNNNN or \UNNNNNNNN; and a field longer than MaxFieldLen is cut at a
@@ -97,7 +97,7 @@ type wireEntry struct {
 // (control, format and separator characters and invalid bytes shown as
 // escapes), then caps it at MaxFieldLen bytes.
 func sanitize(s string) string {
-	out := termsafe.Line(s)
+	out := api.SanitizeLine(s)
 	if len(out) <= MaxFieldLen {
 		return out
 	}

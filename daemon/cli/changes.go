@@ -9,7 +9,6 @@ import (
 
 	"github.com/ironclaw/ironclaw/daemon"
 	"github.com/ironclaw/ironclaw/daemon/api"
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/policy"
 )
 
@@ -44,7 +43,7 @@ func (c ChangesListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12s  %s\n", "ID", "STATE", "KIND", "SESSION", "REQUESTER")
 	for _, s := range list {
-		fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12.12s  %s\n", s.ID, s.State, s.Kind, s.Session, sanitize.Line(s.Requester))
+		fmt.Fprintf(g.stdout, "%-32s  %-9s  %-11s  %-12.12s  %s\n", s.ID, s.State, s.Kind, s.Session, api.SanitizeLine(s.Requester))
 	}
 	return nil
 }
@@ -68,10 +67,10 @@ func fetchView(ctx context.Context, g *Globals, id string) (api.Change, error) {
 func printView(g *Globals, v api.Change) {
 	w := g.stdout
 	fmt.Fprintf(w, "change request %s\n", v.ID)
-	fmt.Fprintf(w, "  session:   %s\n  kind:      %s\n  requester: %s\n  state:     %s\n", v.Session, v.Kind, sanitize.Line(v.Requester), v.State)
+	fmt.Fprintf(w, "  session:   %s\n  kind:      %s\n  requester: %s\n  state:     %s\n", v.Session, v.Kind, api.SanitizeLine(v.Requester), v.State)
 	fmt.Fprintf(w, "  policy:    %s (rule %s)\n", v.Outcome, v.Rule)
 	for _, r := range v.PolicyReasons {
-		fmt.Fprintf(w, "             %s\n", sanitize.Line(r))
+		fmt.Fprintf(w, "             %s\n", api.SanitizeLine(r))
 	}
 	fmt.Fprintf(w, "  changes:   %s", strings.Join(v.ChangedFields, ", "))
 	if v.Restart {
@@ -83,10 +82,10 @@ func printView(g *Globals, v api.Change) {
 	}
 	fmt.Fprintf(w, "  binding:   %s\n", v.Binding)
 	fmt.Fprintln(w, "  reason given by the requester (UNTRUSTED, unverified):")
-	for _, line := range strings.Split(sanitize.Text(v.UntrustedReason), "\n") {
+	for _, line := range strings.Split(api.SanitizeText(v.UntrustedReason), "\n") {
 		fmt.Fprintf(w, "    | %s\n", line)
 	}
-	fmt.Fprintf(w, "--- base version %d\n+++ proposed\n%s", v.BaseVersion, sanitize.Text(v.Diff))
+	fmt.Fprintf(w, "--- base version %d\n+++ proposed\n%s", v.BaseVersion, api.SanitizeText(v.Diff))
 	if !strings.HasSuffix(v.Diff, "\n") {
 		fmt.Fprintln(w)
 	}
@@ -154,7 +153,7 @@ func decide(ctx context.Context, g *Globals, id string, approve bool, note strin
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%s: %s\n", id, sanitize.Line(out.Result))
+	fmt.Fprintf(g.stdout, "%s: %s\n", id, api.SanitizeLine(out.Result))
 	return nil
 }
 
@@ -240,7 +239,7 @@ func (SessionsListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintf(g.stdout, "%-32s  %-7s  %-7s  %s\n", "ID", "STATE", "PROFILE", "BINDING")
 	for _, s := range list {
-		fmt.Fprintf(g.stdout, "%-32s  %-7s  v%-6d  %s\n", s.ID, s.State, s.ProfileVersion, sanitize.Line(s.Binding))
+		fmt.Fprintf(g.stdout, "%-32s  %-7s  v%-6d  %s\n", s.ID, s.State, s.ProfileVersion, api.SanitizeLine(s.Binding))
 	}
 	return nil
 }
@@ -261,6 +260,6 @@ func (c SessionsProfileCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	fmt.Fprintf(g.stderr, "# session %s, profile version %d\n", p.Session, p.Version)
-	fmt.Fprint(g.stdout, sanitize.Text(p.Canonical))
+	fmt.Fprint(g.stdout, api.SanitizeText(p.Canonical))
 	return nil
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/ironclaw/ironclaw/daemon"
 	"github.com/ironclaw/ironclaw/daemon/api"
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/config"
 )
 
@@ -100,7 +99,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	if err != nil {
 		// A parse error quotes the argument it could not parse.
-		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Text(err.Error()))
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", api.SanitizeText(err.Error()))
 		return 2
 	}
 	if err := kctx.Run(&c.Globals); err != nil {
@@ -112,10 +111,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		// corrupted, a reason it gave): never let it drive the terminal.
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Hint != "" {
-			fmt.Fprintf(stderr, "ironclaw: error: %s\nironclaw: hint: %s\n", sanitize.Line(ae.Message), sanitize.Line(ae.Hint))
+			fmt.Fprintf(stderr, "ironclaw: error: %s\nironclaw: hint: %s\n", api.SanitizeLine(ae.Message), api.SanitizeLine(ae.Hint))
 			return 1
 		}
-		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Text(err.Error()))
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", api.SanitizeText(err.Error()))
 		return 1
 	}
 	return 0

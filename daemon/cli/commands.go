@@ -14,7 +14,6 @@ import (
 	"github.com/ironclaw/ironclaw/daemon"
 	"github.com/ironclaw/ironclaw/daemon/admin"
 	"github.com/ironclaw/ironclaw/daemon/api"
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/config"
 	"github.com/ironclaw/ironclaw/daemon/hostcheck"
@@ -80,9 +79,9 @@ func (StatusCmd) Run(ctx context.Context, g *Globals) error {
 	fmt.Fprintf(g.stdout, "ironclaw %s running\n  state: %s\n  sessions: %d\n  agent installed: %s\n  agent pinned for new sessions: %s\n",
 		st.Version, st.StateDir, st.Sessions, st.AgentInstalled, st.AgentPinned)
 	if st.ModelHealth != "" {
-		fmt.Fprintf(g.stdout, "  model %s: %s\n", sanitize.Line(st.Model), sanitize.Line(st.ModelHealth))
+		fmt.Fprintf(g.stdout, "  model %s: %s\n", api.SanitizeLine(st.Model), api.SanitizeLine(st.ModelHealth))
 		if st.ModelHint != "" {
-			fmt.Fprintf(g.stdout, "    %s\n", sanitize.Line(st.ModelHint))
+			fmt.Fprintf(g.stdout, "    %s\n", api.SanitizeLine(st.ModelHint))
 		}
 	}
 	if st.AuditFailures > 0 {
@@ -146,12 +145,12 @@ func (c ChatCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 		for _, e := range rep.Earlier {
-			fmt.Fprintln(g.stdout, "(earlier) "+sanitize.Text(e))
+			fmt.Fprintln(g.stdout, "(earlier) "+api.SanitizeText(e))
 		}
 		if !rep.Replied {
 			return fmt.Errorf("no reply within %s (message %d of session %s is queued; its reply comes with your next chat)", c.Wait, rep.Seq, rep.Session)
 		}
-		fmt.Fprintln(g.stdout, sanitize.Text(rep.Reply))
+		fmt.Fprintln(g.stdout, api.SanitizeText(rep.Reply))
 		return nil
 	}
 	if len(c.Message) > 0 {

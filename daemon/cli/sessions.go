@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
+	"github.com/ironclaw/ironclaw/daemon/api"
 )
 
 // SessionOpsCmd are the session commands beyond list, profile and erase
@@ -33,7 +33,7 @@ func (c SessionsCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "session %s created for %s\n", s.ID, sanitize.Line(c.Binding))
+	fmt.Fprintf(g.stdout, "session %s created for %s\n", s.ID, api.SanitizeLine(c.Binding))
 	return nil
 }
 
@@ -109,11 +109,11 @@ func (c SessionsRecordsCmd) Run(ctx context.Context, g *Globals) error {
 	fmt.Fprintf(g.stderr, "# session %s (this request is in the audit log); everything below was written by the agent\n", r.Session)
 	fmt.Fprintf(g.stdout, "memory (%d):\n", len(r.Memory))
 	for _, m := range r.Memory {
-		fmt.Fprintf(g.stdout, "  %s: %s\n", sanitize.Line(m.Key), sanitize.Line(m.Text))
+		fmt.Fprintf(g.stdout, "  %s: %s\n", api.SanitizeLine(m.Key), api.SanitizeLine(m.Text))
 	}
 	fmt.Fprintf(g.stdout, "notes (%d):\n", len(r.Notes))
 	for _, n := range r.Notes {
-		fmt.Fprintf(g.stdout, "  --- %s ---\n%s\n", sanitize.Line(n.Name), sanitize.Text(n.Text))
+		fmt.Fprintf(g.stdout, "  --- %s ---\n%s\n", api.SanitizeLine(n.Name), api.SanitizeText(n.Text))
 	}
 	fmt.Fprintf(g.stdout, "schedules (%d):\n", len(r.Schedules))
 	for _, s := range r.Schedules {
@@ -121,7 +121,7 @@ func (c SessionsRecordsCmd) Run(ctx context.Context, g *Globals) error {
 		if s.Every > 0 {
 			every = " every " + s.Every.String()
 		}
-		fmt.Fprintf(g.stdout, "  %s next %s%s: %s\n", sanitize.Line(s.ID), s.Next.Format("2006-01-02T15:04:05Z07:00"), every, sanitize.Line(s.Text))
+		fmt.Fprintf(g.stdout, "  %s next %s%s: %s\n", api.SanitizeLine(s.ID), s.Next.Format("2006-01-02T15:04:05Z07:00"), every, api.SanitizeLine(s.Text))
 	}
 	return nil
 }
@@ -142,9 +142,9 @@ func (c SessionsTranscriptCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stderr, "# session %s (this request is in the audit log); %d turns, untrusted text\n", sanitize.Line(t.Session), len(t.Turns))
+	fmt.Fprintf(g.stderr, "# session %s (this request is in the audit log); %d turns, untrusted text\n", api.SanitizeLine(t.Session), len(t.Turns))
 	for _, turn := range t.Turns {
-		fmt.Fprintf(g.stdout, "--- %d %s ---\n%s\n", turn.Seq, sanitize.Line(turn.Role), sanitize.Text(turn.Text))
+		fmt.Fprintf(g.stdout, "--- %d %s ---\n%s\n", turn.Seq, api.SanitizeLine(turn.Role), api.SanitizeText(turn.Text))
 	}
 	return nil
 }

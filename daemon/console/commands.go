@@ -10,14 +10,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/ironclaw/ironclaw/daemon/api"
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 )
 
 // runCommand serves the read-only script commands and returns the exit
 // code. Nothing here changes anything: decisions take the console.
 func runCommand(ctx context.Context, op api.Operator, args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
-		fmt.Fprintf(stderr, "ironclaw: error: %s\n", sanitize.Line(err.Error()))
+		fmt.Fprintf(stderr, "ironclaw: error: %s\n", api.SanitizeLine(err.Error()))
 		return 1
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
@@ -33,11 +32,11 @@ func runCommand(ctx context.Context, op api.Operator, args []string, stdout, std
 	switch args[0] {
 	case "approvals", "sessions", "audit", "devices":
 	default:
-		fmt.Fprintf(stderr, "ironclaw: error: unknown command %q\nironclaw: hint: %s\n", sanitize.Line(args[0]), usage)
+		fmt.Fprintf(stderr, "ironclaw: error: unknown command %q\nironclaw: hint: %s\n", api.SanitizeLine(args[0]), usage)
 		return 2
 	}
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 || !*asJSON {
-		fmt.Fprint(stderr, sanitize.Text(flagOut.String()))
+		fmt.Fprint(stderr, api.SanitizeText(flagOut.String()))
 		fmt.Fprintf(stderr, "ironclaw: hint: %s\n", usage)
 		return 2
 	}
@@ -84,7 +83,7 @@ func MarshalJSON(v any) ([]byte, error) {
 			// Not UTF-8 (only a value that marshals itself can carry it):
 			// what json.Marshal makes of such a byte in a string.
 			b.WriteString(`\ufffd`)
-		} else if !sanitize.Unsafe(r) {
+		} else if !api.UnsafeRune(r) {
 			b.Write(data[i : i+size])
 		} else if r > 0xffff {
 			r -= 0x10000

@@ -9,7 +9,6 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 	"github.com/ironclaw/ironclaw/daemon/api"
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 )
 
 // Common is handed to every page and component.
@@ -30,14 +29,14 @@ func ErrorText(err error) string {
 	if err == nil {
 		return ""
 	}
-	return sanitize.Line(err.Error())
+	return api.SanitizeLine(err.Error())
 }
 
-// Safe is sanitize.Text: untrusted text made harmless, newlines kept.
-func Safe(s string) string { return sanitize.Text(s) }
+// Safe is api.SanitizeText: untrusted text made harmless, newlines kept.
+func Safe(s string) string { return api.SanitizeText(s) }
 
-// SafeLine is sanitize.Line: untrusted text on one line.
-func SafeLine(s string) string { return sanitize.Line(s) }
+// SafeLine is api.SanitizeLine: untrusted text on one line.
+func SafeLine(s string) string { return api.SanitizeLine(s) }
 
 // Wrap splits s (already safe) into lines of at most width cells. Long
 // lines are wrapped, never cut: every character of s appears.

@@ -3,7 +3,7 @@ package components
 import (
 	"strings"
 
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
+	"github.com/ironclaw/ironclaw/daemon/api"
 	"github.com/ironclaw/ironclaw/tui/common"
 )
 
@@ -19,9 +19,9 @@ func Diff(s common.Styles, width int, old, new, diff string) []string {
 			lines = append(lines, st(l))
 		}
 	}
-	clean, flags := sanitize.Inspect(diff)
-	if flags&sanitize.Suspicious != 0 {
-		add("WARNING: this diff hides "+(flags&sanitize.Suspicious).String()+" (shown as \\u escapes)", s.Warn.Render)
+	clean, flags := api.InspectText(diff)
+	if flags&api.FlagsSuspicious != 0 {
+		add("WARNING: this diff hides "+(flags&api.FlagsSuspicious).String()+" (shown as \\u escapes)", s.Warn.Render)
 	}
 	add("--- "+old, s.DiffDel.Render)
 	add("+++ "+new, s.DiffAdd.Render)

@@ -7,7 +7,6 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"github.com/ironclaw/ironclaw/daemon/api"
-	"github.com/ironclaw/ironclaw/daemon/api/sanitize"
 	"github.com/ironclaw/ironclaw/tui/common"
 	"github.com/ironclaw/ironclaw/tui/components"
 )
@@ -321,11 +320,11 @@ func (p *Approvals) render() {
 	}
 	add("binding "+ch.Binding, plain)
 	// The requester's reason, boxed and marked: it may lie.
-	reason, rflags := sanitize.Inspect(ch.UntrustedReason)
+	reason, rflags := api.InspectText(ch.UntrustedReason)
 	box := common.Wrap(reason, max(w-4, 10))
 	hd := "UNTRUSTED: the requester's own words, unverified"
-	if rflags&sanitize.Suspicious != 0 {
-		hd += " — it hides " + (rflags & sanitize.Suspicious).String() + " (shown as \\u escapes)"
+	if rflags&api.FlagsSuspicious != 0 {
+		hd += " — it hides " + (rflags & api.FlagsSuspicious).String() + " (shown as \\u escapes)"
 	}
 	add(hd, s.UntrustedHd.Render)
 	lines = append(lines, strings.Split(s.Untrusted.Render(strings.Join(box, "\n")), "\n")...)

@@ -1,4 +1,4 @@
-package sanitize
+package api
 
 import (
 	"strings"
@@ -10,39 +10,39 @@ import (
 func TestText(t *testing.T) {
 	for _, c := range []struct {
 		in, want string
-		flags    Flags
+		flags    TextFlags
 	}{
 		{"plain\ttext\n", "plain\ttext\n", 0},
 		{"héllo wörld ✓ 日本", "héllo wörld ✓ 日本", 0},
-		{"\x1b[31mred", `\x1b[31mred`, Control},
-		{"\x1b]0;PWNED\a", `\x1b]0;PWNED\x07`, Control},
-		{"cr\rover", `cr\x0dover`, Control},
-		{"bidi \u202eevil", `bidi \u202eevil`, Bidi},
-		{"c1 \u009bcontrol", `c1 \x9bcontrol`, Control},
-		{"isolate \u2066x\u2069", `isolate \u2066x\u2069`, Bidi},
-		{"bell\a and del\x7f", `bell\x07 and del\x7f`, Control},
-		{"zw\u200bsp\u200d\ufeff", `zw\u200bsp\u200d\ufeff`, Invisible},
-		{"tag\U000e0041\U000e007f", `tag\U000e0041\U000e007f`, Tag},
-		{"ls\u2028ps\u2029", `ls\u2028ps\u2029`, Separator},
-		{"bad\xff\xfe", `bad\xff\xfe`, InvalidUTF8},
-		{"filler\u3164", `filler\u3164`, Invisible},
-		{"soft\u00adhyphen", `soft\u00adhyphen`, Invisible},
+		{"\x1b[31mred", `\x1b[31mred`, FlagControl},
+		{"\x1b]0;PWNED\a", `\x1b]0;PWNED\x07`, FlagControl},
+		{"cr\rover", `cr\x0dover`, FlagControl},
+		{"bidi \u202eevil", `bidi \u202eevil`, FlagBidi},
+		{"c1 \u009bcontrol", `c1 \x9bcontrol`, FlagControl},
+		{"isolate \u2066x\u2069", `isolate \u2066x\u2069`, FlagBidi},
+		{"bell\a and del\x7f", `bell\x07 and del\x7f`, FlagControl},
+		{"zw\u200bsp\u200d\ufeff", `zw\u200bsp\u200d\ufeff`, FlagInvisible},
+		{"tag\U000e0041\U000e007f", `tag\U000e0041\U000e007f`, FlagTag},
+		{"ls\u2028ps\u2029", `ls\u2028ps\u2029`, FlagSeparator},
+		{"bad\xff\xfe", `bad\xff\xfe`, FlagInvalidUTF8},
+		{"filler\u3164", `filler\u3164`, FlagInvisible},
+		{"soft\u00adhyphen", `soft\u00adhyphen`, FlagInvisible},
 	} {
-		got, flags := Inspect(c.in)
+		got, flags := InspectText(c.in)
 		if got != c.want || flags != c.flags {
-			t.Errorf("Inspect(%q) = %q, %v; want %q, %v", c.in, got, flags, c.want, c.flags)
+			t.Errorf("InspectText(%q) = %q, %v; want %q, %v", c.in, got, flags, c.want, c.flags)
 		}
 	}
 }
 
 func TestLine(t *testing.T) {
-	if got := Line("a\nb\tc"); got != `a\x0ab\x09c` {
+	if got := SanitizeLine("a\nb\tc"); got != `a\x0ab\x09c` {
 		t.Fatalf("Line kept whitespace: %q", got)
 	}
 }
 
 func TestFlagsString(t *testing.T) {
-	if s := (Bidi | Tag).String(); s != "bidi controls, tag characters" {
+	if s := (FlagBidi | FlagTag).String(); s != "bidi controls, tag characters" {
 		t.Fatal(s)
 	}
 }
@@ -68,14 +68,14 @@ func FuzzSanitize(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out, flags := Inspect(in)
+		out, flags := InspectText(in)
 		safe(t, in, out, true)
 		line, lflags := InspectLine(in)
 		safe(t, in, line, false)
 		if strings.ContainsAny(line, "\n\t") {
 			t.Fatalf("Line kept whitespace: %q", line)
 		}
-		if flags&^Control != lflags&^Control {
+		if flags&^FlagControl != lflags&^FlagControl {
 			t.Fatalf("Text and Line disagree: %v vs %v", flags, lflags)
 		}
 		// Clean text is returned unchanged, and anything changed is flagged.
@@ -83,7 +83,7 @@ func FuzzSanitize(f *testing.F) {
 			t.Fatalf("changed=%v but flags=%v for %q", out != in, flags, in)
 		}
 		// Idempotent on its own output: everything it writes is printable ASCII or kept text.
-		if again := Text(out); again != out {
+		if again := SanitizeText(out); again != out {
 			t.Fatalf("not idempotent: %q -> %q", out, again)
 		}
 	})
@@ -93,6 +93,6 @@ func BenchmarkTextClean(b *testing.B) {
 	s := strings.Repeat("a plain line of a profile diff\n", 100)
 	b.SetBytes(int64(len(s)))
 	for b.Loop() {
-		Text(s)
+		SanitizeText(s)
 	}
 }
