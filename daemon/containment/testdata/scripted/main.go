@@ -14,7 +14,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -22,11 +21,7 @@ import (
 	"syscall"
 
 	"github.com/ironclaw/ironclaw/agentd/agent"
-	"github.com/ironclaw/ironclaw/agentd/coord"
-	"github.com/ironclaw/ironclaw/agentd/inbox"
 	"github.com/ironclaw/ironclaw/agentd/model"
-	"github.com/ironclaw/ironclaw/agentd/outbox"
-	"github.com/ironclaw/ironclaw/agentd/wire"
 )
 
 type scripted struct{}
@@ -76,27 +71,6 @@ func main() {
 }
 
 func run(ctx context.Context, log *slog.Logger) error {
-	buf := make([]byte, wire.HandshakeSize)
-	if _, err := io.ReadFull(os.Stdin, buf); err != nil {
-		return err
-	}
-	hs, err := wire.ParseHandshake(buf)
-	clear(buf)
-	if err != nil {
-		return err
-	}
-	in, err := inbox.Open(wire.SandboxInbox, hs.Session, &hs.Key)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := outbox.Open(wire.SandboxOutbox, hs.Session, &hs.Key)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
 	brain := &agent.Brain{Model: scripted{}, Log: log}
-	l := &agent.Loop{Inbox: in, Outbox: out, Coord: coord.New(wire.SandboxSocket), Handle: brain.Handle, Log: log,
-		Resume: agent.Resume{Handled: hs.Handled, OutboxTaken: hs.OutboxTaken, State: hs.State}}
-	return l.Run(ctx)
+	return agent.RunSandboxed(ctx, os.Stdin, log, brain.Handle)
 }
