@@ -1,11 +1,8 @@
 package keys
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
-
-	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // labelWrapDaemon is the associated data prefix of a wrapped daemon key (the
@@ -25,21 +22,7 @@ func (m *Master) WrapDaemonKey(purpose string, k *[32]byte) ([]byte, error) {
 	if purpose == "" || k == nil {
 		return nil, errors.New("keys: wrap daemon key: empty purpose or nil key")
 	}
-	s, err := m.state()
-	if err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	out := make([]byte, 1+chacha20poly1305.NonceSizeX, WrappedDaemonKeySize)
-	out[0] = wrapVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		return nil, fmt.Errorf("keys: reading randomness for a nonce: %w", err)
-	}
-	aead, err := chacha20poly1305.NewX(s.wrap[:])
-	if err != nil {
-		return nil, fmt.Errorf("keys: wrap: %w", err)
-	}
-	return aead.Seal(out, out[1:], k[:], daemonAD(purpose)), nil
+	return m.seal32(daemonAD(purpose), k)
 }
 
 // UnwrapDaemonKey opens a key wrapped by WrapDaemonKey for the same purpose.
@@ -47,22 +30,11 @@ func (m *Master) UnwrapDaemonKey(purpose string, wrapped []byte) (*[32]byte, err
 	if len(wrapped) != WrappedDaemonKeySize || wrapped[0] != wrapVersion {
 		return nil, fmt.Errorf("%w: daemon key %q has a bad length or format", ErrUnwrap, purpose)
 	}
-	s, err := m.state()
-	if err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-	aead, err := chacha20poly1305.NewX(s.wrap[:])
-	if err != nil {
-		return nil, fmt.Errorf("keys: unwrap: %w", err)
-	}
-	k := new([32]byte)
-	nonce := wrapped[1 : 1+chacha20poly1305.NonceSizeX]
-	if _, err := aead.Open(k[:0], nonce, wrapped[1+chacha20poly1305.NonceSizeX:], daemonAD(purpose)); err != nil {
-		clear(k[:])
+	k, err := m.open32(daemonAD(purpose), wrapped)
+	if errors.Is(err, ErrUnwrap) {
 		return nil, fmt.Errorf("%w: daemon key %q", ErrUnwrap, purpose)
 	}
-	return k, nil
+	return k, err
 }
 
 func daemonAD(purpose string) []byte {

@@ -117,22 +117,7 @@ func (m *Master) Wrap(id wire.SessionID, k *wire.Key) ([]byte, error) {
 	if k == nil {
 		return nil, errors.New("keys: wrap: nil session key")
 	}
-	s, err := m.state()
-	if err != nil {
-		return nil, err
-	}
-	defer s.mu.RUnlock()
-
-	out := make([]byte, 1+chacha20poly1305.NonceSizeX, WrappedSize)
-	out[0] = wrapVersion
-	if _, err := rand.Read(out[1:]); err != nil {
-		return nil, fmt.Errorf("keys: reading randomness for a nonce: %w", err)
-	}
-	aead, err := chacha20poly1305.NewX(s.wrap[:])
-	if err != nil {
-		return nil, fmt.Errorf("keys: wrap: %w", err)
-	}
-	return aead.Seal(out, out[1:], k[:], wrapAD(id)), nil
+	return m.seal32(wrapAD(id), (*[32]byte)(k))
 }
 
 // Unwrap opens a key wrapped by Wrap for the same session id. Any change to
@@ -144,22 +129,51 @@ func (m *Master) Unwrap(id wire.SessionID, wrapped []byte) (*wire.Key, error) {
 	if wrapped[0] != wrapVersion {
 		return nil, fmt.Errorf("%w: session %s: unknown wrap format version %d", ErrUnwrap, id, wrapped[0])
 	}
+	k, err := m.open32(wrapAD(id), wrapped)
+	if errors.Is(err, ErrUnwrap) {
+		return nil, fmt.Errorf("%w: session %s", ErrUnwrap, id)
+	}
+	return (*wire.Key)(k), err
+}
+
+// seal32 seals a 32-byte key under the master's wrapping key with a fresh
+// random nonce and associated data ad: version ‖ nonce ‖ ciphertext.
+func (m *Master) seal32(ad []byte, k *[32]byte) ([]byte, error) {
 	s, err := m.state()
 	if err != nil {
 		return nil, err
 	}
 	defer s.mu.RUnlock()
+	out := make([]byte, 1+chacha20poly1305.NonceSizeX, WrappedSize)
+	out[0] = wrapVersion
+	if _, err := rand.Read(out[1:]); err != nil {
+		return nil, fmt.Errorf("keys: reading randomness for a nonce: %w", err)
+	}
+	aead, err := chacha20poly1305.NewX(s.wrap[:])
+	if err != nil {
+		return nil, fmt.Errorf("keys: wrap: %w", err)
+	}
+	return aead.Seal(out, out[1:], k[:], ad), nil
+}
 
+// open32 opens what seal32 made with the same ad (the caller checked the
+// length and version). It opens straight into the returned key, so no
+// other copy of the plaintext is made; a failure is ErrUnwrap.
+func (m *Master) open32(ad, wrapped []byte) (*[32]byte, error) {
+	s, err := m.state()
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
 	aead, err := chacha20poly1305.NewX(s.wrap[:])
 	if err != nil {
 		return nil, fmt.Errorf("keys: unwrap: %w", err)
 	}
-	k := new(wire.Key)
+	k := new([32]byte)
 	nonce := wrapped[1 : 1+chacha20poly1305.NonceSizeX]
-	// Open straight into k so no other copy of the plaintext is made.
-	if _, err := aead.Open(k[:0], nonce, wrapped[1+chacha20poly1305.NonceSizeX:], wrapAD(id)); err != nil {
+	if _, err := aead.Open(k[:0], nonce, wrapped[1+chacha20poly1305.NonceSizeX:], ad); err != nil {
 		clear(k[:])
-		return nil, fmt.Errorf("%w: session %s", ErrUnwrap, id)
+		return nil, ErrUnwrap
 	}
 	return k, nil
 }
