@@ -147,11 +147,11 @@ func (c *fakeClock) Now() time.Time {
 	return c.now
 }
 
-func (c *fakeClock) After(d time.Duration) (<-chan time.Time, func() bool) {
+func (c *fakeClock) Until(at time.Time) (<-chan time.Time, func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), c: make(chan time.Time, 1)}
-	if d <= 0 {
+	t := &fakeTimer{at: at, c: make(chan time.Time, 1)}
+	if !c.now.Before(at) {
 		t.c <- c.now
 		return t.c, func() bool { return false }
 	}

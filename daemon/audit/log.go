@@ -326,14 +326,7 @@ func (l *Log) run() {
 		var timer <-chan time.Time
 		var stop func() bool
 		if hasNext {
-			timer, stop = l.clock.After(next.Sub(now))
-			// The clock may have passed the deadline between reading it
-			// and setting the timer (then the timer is set too late):
-			// look again now that the timer exists.
-			if !l.clock.Now().Before(next) {
-				stop()
-				continue
-			}
+			timer, stop = l.clock.Until(next)
 		}
 		select {
 		case <-l.kick:

@@ -66,16 +66,18 @@ func buildOptions(opts []Option) (options, error) {
 // without sleeping.
 type clock interface {
 	Now() time.Time
-	// After returns a channel that receives once d has passed (at once if
-	// d <= 0) and a function that releases the timer.
-	After(d time.Duration) (<-chan time.Time, func() bool)
+	// Until returns a channel that receives once the clock reaches t (at
+	// once if it already has) and a function that releases the timer. It
+	// takes an instant, not a duration, so a caller holding a stale Now
+	// cannot set its wake-up later than the deadline it meant.
+	Until(t time.Time) (<-chan time.Time, func() bool)
 }
 
 type realClock struct{}
 
 func (realClock) Now() time.Time { return time.Now() }
 
-func (realClock) After(d time.Duration) (<-chan time.Time, func() bool) {
-	t := time.NewTimer(d)
+func (realClock) Until(at time.Time) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(time.Until(at))
 	return t.C, t.Stop
 }
