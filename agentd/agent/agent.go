@@ -115,22 +115,16 @@ func (l *Loop) run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// announce rings the daemon's doorbell for the outbox head and, once the
-// daemon says what it has taken, deletes those rows (keeping the last
-// Progress row): the outbox holds only what the daemon has not taken, and
-// each doorbell copies only that.
+// announce rings the daemon's doorbell for the outbox head and notes what
+// the daemon says it has taken: the next commit deletes those rows (keeping
+// the last Progress row), so the outbox holds only what the daemon has not
+// taken, each doorbell copies only that, and a turn costs one commit.
 func (l *Loop) announce(ctx context.Context) error {
-	head := l.Outbox.Head()
-	taken, err := l.Coord.OutboxCommitted(ctx, head)
+	taken, err := l.Coord.OutboxCommitted(ctx, l.Outbox.Head())
 	if err != nil {
 		return err
 	}
-	// Pruning is housekeeping: if it fails (say the outbox filesystem is
-	// full), the rows stay and are pruned after the next doorbell; the agent
-	// must not die over it and crash-loop its session.
-	if err := l.Outbox.Prune(min(taken, head)); err != nil {
-		l.Log.Warn("pruning the outbox", "err", err)
-	}
+	l.Outbox.Taken(taken)
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/queuedb"
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"zombiezen.com/go/sqlite"
+	"zombiezen.com/go/sqlite/sqlitex"
 )
 
 // Reader reads verified rows from an inbox. It is not safe for concurrent use.
@@ -41,11 +42,22 @@ func Open(path string, session wire.SessionID, key *wire.Key) (*Reader, error) {
 // Read returns up to max rows after seq after. Call it only while holding a
 // read lease, and act on the rows only if the lease was still valid when
 // released.
-func (r *Reader) Read(after uint64, max int) ([]queuedb.Row, error) {
+func (r *Reader) Read(after uint64, max int) (rows []queuedb.Row, err error) {
+	// One read transaction for the schema check and the rows: one lock,
+	// one look at the journal and the change counter (each a trap into
+	// gVisor's kernel), and both see the same snapshot.
+	if err := sqlitex.ExecuteTransient(r.conn, "BEGIN", nil); err != nil {
+		return nil, fmt.Errorf("inbox: %w", err)
+	}
+	defer func() {
+		if cerr := sqlitex.ExecuteTransient(r.conn, "COMMIT", nil); cerr != nil && err == nil {
+			rows, err = nil, fmt.Errorf("inbox: %w", cerr)
+		}
+	}()
 	if err := queuedb.CheckSchema(r.conn); err != nil {
 		return nil, fmt.Errorf("inbox: %w", err)
 	}
-	rows, err := queuedb.Read(r.conn, r.session, wire.Inbox, r.key, after, max)
+	rows, err = queuedb.Read(r.conn, r.session, wire.Inbox, r.key, after, max)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: %w", err)
 	}

@@ -8,6 +8,7 @@ package outbox
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/ironclaw/ironclaw/agentd/queuedb"
@@ -23,6 +24,13 @@ type Writer struct {
 	key     *wire.Key
 	head    uint64
 	now     func() time.Time
+	// Log gets what the writer recovers from on its own (a prune that
+	// failed and is tried again with the next commit). Nil: discarded.
+	Log *slog.Logger
+
+	taken        uint64 // the daemon said it has taken rows up to here
+	lastProgress uint64 // seq of the newest Progress row (0: not known)
+	prunedBelow  uint64 // rows below this are gone
 }
 
 // Open opens the outbox the daemon created at path.
@@ -32,7 +40,13 @@ func Open(path string, session wire.SessionID, key *wire.Key) (*Writer, error) {
 		return nil, fmt.Errorf("outbox: opening %s: %w", path, err)
 	}
 	w := &Writer{conn: conn, session: session, key: key, now: time.Now}
-	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL")
+	// PERSIST: the journal is kept between commits (its header zeroed, which
+	// the daemon reads as not hot) instead of created and deleted by each,
+	// which inside gVisor costs a file create, an unlink and a directory
+	// fsync per commit; its size is capped so one large prune does not keep
+	// holding the outbox filesystem's space. synchronous=FULL stays: a torn
+	// outbox after a power cut would be refused as hostile.
+	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=PERSIST", "PRAGMA journal_size_limit=1048576", "PRAGMA synchronous=FULL")
 	if err == nil {
 		err = queuedb.CheckSchema(conn)
 	}
@@ -60,22 +74,34 @@ func (w *Writer) Continue(seq uint64) {
 // Head is the sequence number of the last committed row.
 func (w *Writer) Head() uint64 { return w.head }
 
-// Append seals bodies and commits them in one transaction. It returns the
-// last sequence number written.
+// Append seals bodies and commits them in one transaction, which also
+// deletes what the daemon has taken (see Taken). It returns the last
+// sequence number written.
 func (w *Writer) Append(bodies ...wire.Body) (last uint64, err error) {
+	seq, progress, pruned, err := w.commit(bodies)
+	if err != nil {
+		return 0, err
+	}
+	w.head, w.lastProgress, w.prunedBelow = seq, progress, pruned
+	return seq, nil
+}
+
+// commit is Append's transaction; the writer's fields change only once it
+// has committed.
+func (w *Writer) commit(bodies []wire.Body) (seq, progress, pruned uint64, err error) {
 	now := w.now()
 	defer sqlitex.Save(w.conn)(&err)
 	stmt := w.conn.Prep("INSERT INTO rows (seq, sealed) VALUES (?, ?)")
-	seq := w.head
+	seq, progress = w.head, w.lastProgress
 	for _, b := range bodies {
 		seq++
 		data, err := wire.Encode(b)
 		if err != nil {
-			return 0, fmt.Errorf("outbox: %w", err)
+			return 0, 0, 0, fmt.Errorf("outbox: %w", err)
 		}
 		sealed, err := wire.Seal(w.key, wire.Header{Session: w.session, Queue: wire.Outbox, Seq: seq, Kind: b.Kind(), Time: now}, data)
 		if err != nil {
-			return 0, fmt.Errorf("outbox: %w", err)
+			return 0, 0, 0, fmt.Errorf("outbox: %w", err)
 		}
 		stmt.BindInt64(1, int64(seq))
 		stmt.BindBytes(2, sealed)
@@ -84,11 +110,46 @@ func (w *Writer) Append(bodies ...wire.Body) (last uint64, err error) {
 			err = rerr
 		}
 		if err != nil {
-			return 0, fmt.Errorf("outbox: writing row %d: %w", seq, err)
+			return 0, 0, 0, fmt.Errorf("outbox: writing row %d: %w", seq, err)
+		}
+		if b.Kind() == wire.KindProgress {
+			progress = seq
 		}
 	}
-	w.head = seq
-	return seq, nil
+	// Pruning is housekeeping: if it fails (say the filesystem is full),
+	// the rows stay and the next commit tries again; the agent must not die
+	// over it and crash-loop its session.
+	pruned, perr := w.prune()
+	if perr != nil && w.Log != nil {
+		w.Log.Warn("pruning the outbox; trying again with the next commit", "err", perr)
+	}
+	return seq, progress, pruned, nil
+}
+
+// Taken records the daemon's answer to a doorbell: it has taken the rows up
+// to seq. The next Append deletes them in its own transaction, so a turn
+// costs the agent one commit, not two.
+func (w *Writer) Taken(seq uint64) { w.taken = max(w.taken, min(seq, w.head)) }
+
+// prune deletes, inside the caller's transaction, the rows the daemon has
+// taken before the newest Progress row, and gives the freed pages back to
+// the filesystem. It runs in a savepoint of its own: a failure undoes only
+// the prune. It returns what is now pruned below.
+func (w *Writer) prune() (below uint64, err error) {
+	below = min(w.taken, w.lastProgress)
+	if below <= w.prunedBelow {
+		return w.prunedBelow, nil
+	}
+	defer sqlitex.Save(w.conn)(&err)
+	if err := sqlitex.Execute(w.conn, "DELETE FROM rows WHERE seq < ?", &sqlitex.ExecOptions{Args: []any{int64(below)}}); err != nil {
+		return w.prunedBelow, fmt.Errorf("outbox: pruning: %w", err)
+	}
+	// The daemon created the outbox with auto_vacuum=INCREMENTAL: the file
+	// it copies on every doorbell shrinks with the backlog.
+	if err := sqlitex.Execute(w.conn, "PRAGMA incremental_vacuum", nil); err != nil {
+		return w.prunedBelow, fmt.Errorf("outbox: vacuuming: %w", err)
+	}
+	return below, nil
 }
 
 // Close closes the database.
@@ -99,7 +160,10 @@ func (w *Writer) Close() error { return w.conn.Close() }
 // is normally the last row. Rows that do not open are an error: the agent's
 // own outbox is damaged and it must not guess.
 func (w *Writer) Progress() (uint64, error) {
-	_, inbox, _, err := w.progress()
+	seq, inbox, _, err := w.progress()
+	if err == nil {
+		w.lastProgress = seq
+	}
 	return inbox, err
 }
 
@@ -134,37 +198,30 @@ func (w *Writer) progress() (seq, inbox uint64, ok bool, err error) {
 	return seq, inbox, ok, nil
 }
 
-// Prune deletes, in one transaction, the rows before seq before: call it
-// with what the daemon answered it had taken. It always keeps the newest
-// Progress row (which a restarted agent resumes from) and everything after
-// it, so the head and the sequence go on unchanged; the daemon reads only
-// rows after what it took. SQLite reuses the freed pages, so the file stays
-// the size of the largest backlog instead of growing forever.
-func (w *Writer) Prune(before uint64) (err error) {
-	seq, _, ok, err := w.progress()
-	if err != nil || !ok {
-		return err // no progress row to keep: prune nothing
+// Prune deletes at once, in a transaction of its own, what Taken would
+// leave to the next Append: the rows before seq before, always keeping the
+// newest Progress row (which a restarted agent resumes from) and everything
+// after it, so the head and the sequence go on unchanged; the daemon reads
+// only rows after what it took. SQLite reuses the freed pages, so the file
+// stays the size of the largest backlog instead of growing forever.
+func (w *Writer) Prune(before uint64) error {
+	if w.lastProgress == 0 {
+		seq, _, _, err := w.progress()
+		if err != nil {
+			return err
+		}
+		w.lastProgress = seq
 	}
-	before = min(before, seq)
-	if before <= 1 {
-		return nil
-	}
-	if err := w.deleteBefore(before); err != nil {
+	w.Taken(before)
+	pruned, err := w.pruneNow()
+	if err != nil {
 		return err
 	}
-	// Give the freed pages back to the filesystem (the daemon created the
-	// outbox with auto_vacuum=INCREMENTAL), so the file the daemon copies
-	// on every doorbell shrinks with the backlog.
-	if err := queuedb.Pragmas(w.conn, "PRAGMA incremental_vacuum"); err != nil {
-		return fmt.Errorf("outbox: vacuuming: %w", err)
-	}
+	w.prunedBelow = pruned
 	return nil
 }
 
-func (w *Writer) deleteBefore(before uint64) (err error) {
+func (w *Writer) pruneNow() (pruned uint64, err error) {
 	defer sqlitex.Save(w.conn)(&err)
-	if err := sqlitex.Execute(w.conn, "DELETE FROM rows WHERE seq < ?", &sqlitex.ExecOptions{Args: []any{int64(before)}}); err != nil {
-		return fmt.Errorf("outbox: pruning: %w", err)
-	}
-	return nil
+	return w.prune()
 }

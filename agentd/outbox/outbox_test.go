@@ -110,3 +110,63 @@ func TestPrune(t *testing.T) {
 		t.Fatalf("reading after %d: %d rows, %v", taken, len(rows), err)
 	}
 }
+
+// TestAppendPrunesTaken: what the daemon said it took (Taken) is deleted by
+// the next Append, in the same commit, so a turn costs one transaction: the
+// outbox holds the last turn's rows and the new ones, never a growing
+// backlog, and the newest Progress row always survives.
+func TestAppendPrunesTaken(t *testing.T) {
+	path, id, key := newOutbox(t)
+	w, err := Open(path, id, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Progress(); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Repeat("r", 300)
+	var size int64
+	for i := 1; i <= 500; i++ {
+		head, err := w.Append(wire.Reply{Text: text, InReplyTo: uint64(i)}, wire.Progress{Inbox: uint64(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Before Taken, nothing this turn wrote is gone.
+		if n, lo := count(t, w); uint64(lo) > head-1 || n > 4 {
+			t.Fatalf("turn %d: %d rows from %d", i, n, lo)
+		}
+		w.Taken(head)
+		if i == 50 {
+			fi, _ := os.Stat(path)
+			size = fi.Size()
+		}
+	}
+	// The last turn's rows stay until the next commit: its reply goes, its
+	// Progress row (the newest) stays.
+	if _, err := w.Append(wire.Progress{Inbox: 501}); err != nil {
+		t.Fatal(err)
+	}
+	if n, lo := count(t, w); n != 2 || uint64(lo) != w.Head()-1 {
+		t.Fatalf("%d rows from %d, want the last two (head %d)", n, lo, w.Head())
+	}
+	if fi, _ := os.Stat(path); fi.Size() > size {
+		t.Fatalf("outbox grew from %d to %d bytes while pruned", size, fi.Size())
+	}
+	// A Taken past the head is capped at the head: rows written later are
+	// never pruned by it.
+	w.Taken(w.Head() + 100)
+	if _, err := w.Append(wire.Reply{Text: "late", InReplyTo: 502}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Append(wire.Progress{Inbox: 502}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := queuedb.Read(w.conn, id, wire.Outbox, key, w.Head()-2, 0)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("the rows after the capped Taken: %d, %v", len(rows), err)
+	}
+	if p, err := w.Progress(); err != nil || p != 502 {
+		t.Fatalf("progress %d %v", p, err)
+	}
+}

@@ -71,6 +71,7 @@ type ticket struct {
 	reserved   int64 // tokens charged at admission
 	numPredict int64 // the prediction the call may ask for
 	once       sync.Once
+	unrecorded bool // released with a charge the Ledger does not hold yet (under b.mu)
 }
 
 // errLedger marks a budget that cannot be read or recorded.
@@ -114,9 +115,19 @@ func (b *Budget) admit(ctx context.Context, now time.Time, lim budgetLimits, pro
 }
 
 // settle ends the call at now, charging charged tokens in place of its
-// reservation (pass t.reserved to keep it). It returns the Ledger's error,
-// if any; the tokens are charged in memory either way.
-func (t *ticket) settle(ctx context.Context, now time.Time, charged int64) (err error) {
+// reservation (pass t.reserved to keep it), and records the day's total. It
+// returns the Ledger's error, if any; the tokens are charged in memory
+// either way.
+func (t *ticket) settle(ctx context.Context, now time.Time, charged int64) error {
+	t.release(ctx, now, charged)
+	return t.record(ctx)
+}
+
+// release is settle in memory only: the call's slot is freed and its charge
+// replaces its reservation at once, while the Ledger keeps the reservation
+// (at least the charge) until record. The proxy answers in between, so the
+// write is off the turn's critical path. A second release changes nothing.
+func (t *ticket) release(ctx context.Context, now time.Time, charged int64) {
 	t.once.Do(func() {
 		b := t.b
 		b.mu.Lock()
@@ -128,9 +139,21 @@ func (t *ticket) settle(ctx context.Context, now time.Time, charged int64) (err 
 			return
 		}
 		b.used = max(b.used+charged-t.reserved, 0)
-		err = b.recordLocked(ctx, b.used)
+		t.unrecorded = true
 	})
-	return err
+}
+
+// record writes the day's total after release moved it. It runs under mu,
+// so totals land in the order they were reached, and writes the latest.
+func (t *ticket) record(ctx context.Context) error {
+	b := t.b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !t.unrecorded || b.day != t.day {
+		return nil
+	}
+	t.unrecorded = false
+	return b.recordLocked(ctx, b.used)
 }
 
 // Used returns the tokens charged on now's UTC day, reservations of calls

@@ -424,11 +424,7 @@ func (p *Proxy) forward(w http.ResponseWriter, rc *http.ResponseController, ctx 
 	default:
 		res.tokensCharged = tk.reserved
 	}
-	if err := tk.settle(ctx, p.cfg.Now(), res.tokensCharged); err != nil {
-		// The charge stands in memory; the store keeps the reservation
-		// written at admission.
-		p.cfg.Log.Error("model proxy: recording a call's tokens", "session", p.cfg.Session, "err", err)
-	}
+	tk.release(ctx, p.cfg.Now(), res.tokensCharged)
 	rec := audit.Record{
 		Actor: p.actor, Action: ActionCall, Subject: p.cfg.Session, Decision: "allow",
 		Result: fmt.Sprintf("model=%s status=%d outcome=%s prompt_tokens=%d eval_tokens=%d reserved=%d charged=%d lines=%d bytes=%d duration_ms=%d stream=%t",
@@ -457,6 +453,14 @@ func (p *Proxy) forward(w http.ResponseWriter, rc *http.ResponseController, ctx 
 		writeError(w, status, errMsg)
 	}
 	_ = rc.Flush()
+	// Recorded after the answer is on its way, off the turn's critical path:
+	// until then the store keeps the admission's reservation (at least the
+	// charge), so a crash meanwhile overcounts, never undercounts.
+	if err := tk.record(ctx); err != nil {
+		// The charge stands in memory; the store keeps the reservation
+		// written at admission.
+		p.cfg.Log.Error("model proxy: recording a call's tokens", "session", p.cfg.Session, "err", err)
+	}
 }
 
 func startAnswer(w http.ResponseWriter, stream bool) {

@@ -43,7 +43,11 @@ func OpenInbox(path string, session wire.SessionID, key *wire.Key, gate Gate) (*
 		return nil, fmt.Errorf("queue: opening inbox %s: %w", path, err)
 	}
 	in := &Inbox{session: session, key: key, gate: gate, now: time.Now, conn: conn}
-	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=DELETE", "PRAGMA synchronous=FULL")
+	// PERSIST: the journal is kept between commits with its header zeroed
+	// (not hot to a reader) rather than created, fsynced into its directory
+	// and deleted by every commit; its size is capped. Every message is a
+	// commit on a turn's critical path.
+	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=PERSIST", "PRAGMA journal_size_limit=1048576", "PRAGMA synchronous=FULL")
 	if err == nil {
 		err = queuedb.CheckSchema(conn)
 	}

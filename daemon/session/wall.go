@@ -195,6 +195,15 @@ func (w *Wall) SendChecked(ctx context.Context, check queue.Check, bodies ...wir
 	return seq, nil
 }
 
+// Note appends rows the agent reads with its next work but need not wake
+// for: the echoes of its own delivered replies. The doorbell is not rung, so
+// an echo costs the agent no turn of its own (a lease, a read, a commit and
+// a doorbell of its own, racing the user's next message); the next Send
+// rings past it and the agent reads both, the echo first.
+func (w *Wall) Note(ctx context.Context, bodies ...wire.Body) (uint64, error) {
+	return w.inbox.Append(ctx, bodies...)
+}
+
 // InboxHead is the last inbox seq written.
 func (w *Wall) InboxHead() uint64 { return w.inbox.Head() }
 

@@ -529,3 +529,68 @@ func TestHonestAgentAfterBacklogIsNotThrottled(t *testing.T) {
 		t.Fatalf("an honest agent was throttled after its backlog: %d doorbells took %v, %v on a fresh session", rings, backlogged.took, fresh.took)
 	}
 }
+
+// TestNoteDoesNotWakeTheAgent: rows written with Note (the echoes of
+// delivered replies) wake no lease, so they cost the agent no turn of its
+// own; the next Send wakes it and it reads both, the note first.
+func TestNoteDoesNotWakeTheAgent(t *testing.T) {
+	r := newRig(t, queue.NoChown)
+	ctx := t.Context()
+	c := coord.New(r.sock)
+	first, err := r.wall.Send(ctx, wire.Message{Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	note, err := r.wall.Note(ctx, wire.Delivered{Text: "hi", InReplyTo: first})
+	if err != nil || note != first+1 {
+		t.Fatalf("note at %d (%v), want %d", note, err, first+1)
+	}
+	g, err := c.Lease(ctx, first, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Lease != 0 {
+		c.Release(ctx, g.Lease)
+		t.Fatalf("a note woke the agent (lease %d, head %d)", g.Lease, g.Head)
+	}
+	// The wait ends as soon as a message arrives, not at its deadline.
+	got := make(chan wire.LeaseGrant, 1)
+	go func() {
+		g, err := c.Lease(ctx, first, 20*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- g
+	}()
+	time.Sleep(50 * time.Millisecond)
+	next, err := r.wall.Send(ctx, wire.Message{Text: "again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case g = <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a message after a note did not wake the agent")
+	}
+	if g.Lease == 0 || g.Head != next {
+		t.Fatalf("grant %+v, want a lease at head %d", g, next)
+	}
+	in, err := inbox.Open(filepath.Join(r.dir, wire.InboxDir, wire.InboxFile), r.id, &r.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	rows, err := in.Read(first, 0)
+	if valid, rerr := c.Release(ctx, g.Lease); rerr != nil || !valid {
+		t.Fatalf("release: %v %v", valid, rerr)
+	}
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("read %d rows (%v), want the note and the message", len(rows), err)
+	}
+	if d, ok := rows[0].Body.(wire.Delivered); !ok || d.Text != "hi" {
+		t.Fatalf("first row %T, want the note", rows[0].Body)
+	}
+	if m, ok := rows[1].Body.(wire.Message); !ok || m.Text != "again" {
+		t.Fatalf("second row %T, want the message", rows[1].Body)
+	}
+}

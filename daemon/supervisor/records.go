@@ -177,6 +177,8 @@ func opTool(b wire.Body) string {
 // echoReplies writes the replies among rows back into the inbox as
 // Delivered rows and records them as history, so the next turns' context is
 // rebuilt from what the daemon accepted, never from the agent's own record.
+// The echoes do not wake the agent (Wall.Note): it reads them with its next
+// message or firing, just before it.
 func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row) error {
 	var echoes []wire.Body
 	for _, r := range rows {
@@ -187,7 +189,7 @@ func (s *Supervisor) echoReplies(ctx context.Context, c *conv, rows []queue.Row)
 	if len(echoes) == 0 {
 		return nil
 	}
-	last, err := c.wall.Send(ctx, echoes...)
+	last, err := c.wall.Note(ctx, echoes...)
 	if err != nil {
 		return fmt.Errorf("supervisor: echoing replies: %w", err)
 	}
