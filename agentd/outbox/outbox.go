@@ -40,13 +40,19 @@ func Open(path string, session wire.SessionID, key *wire.Key) (*Writer, error) {
 		return nil, fmt.Errorf("outbox: opening %s: %w", path, err)
 	}
 	w := &Writer{conn: conn, session: session, key: key, now: time.Now}
-	// PERSIST: the journal is kept between commits (its header zeroed, which
-	// the daemon reads as not hot) instead of created and deleted by each,
-	// which inside gVisor costs a file create, an unlink and a directory
-	// fsync per commit; its size is capped so one large prune does not keep
-	// holding the outbox filesystem's space. synchronous=FULL stays: a torn
-	// outbox after a power cut would be refused as hostile.
-	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=PERSIST", "PRAGMA journal_size_limit=1048576", "PRAGMA synchronous=FULL")
+	// Every system call here traps into gVisor's kernel, so a commit's cost
+	// is mostly its count of them (docs/benchmarks.md). EXCLUSIVE locking:
+	// the agent is the outbox's only SQLite user (the daemon copies bytes,
+	// between commits, on the doorbell), so the lock is taken once and the
+	// journal stays open, instead of lock, hot-journal check, open and
+	// unlock around every commit. PERSIST: the journal is kept between
+	// commits (its header zeroed, which the daemon reads as not hot) rather
+	// than created, fsynced into the directory and deleted by each; its size
+	// is capped so one large prune does not keep holding the filesystem's
+	// space. synchronous=FULL stays: a torn outbox after a power cut would
+	// be refused as hostile.
+	err = queuedb.Pragmas(conn, "PRAGMA locking_mode=EXCLUSIVE", "PRAGMA journal_mode=PERSIST",
+		"PRAGMA journal_size_limit=1048576", "PRAGMA synchronous=FULL")
 	if err == nil {
 		err = queuedb.CheckSchema(conn)
 	}

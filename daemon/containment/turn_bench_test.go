@@ -7,7 +7,10 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/ironclaw/ironclaw/agentd/wire"
 	"github.com/ironclaw/ironclaw/daemon/audit"
 	"github.com/ironclaw/ironclaw/daemon/proxy/ollamatest"
+	"github.com/ironclaw/ironclaw/daemon/sandbox"
 	"github.com/ironclaw/ironclaw/daemon/supervisor"
 	"github.com/ironclaw/ironclaw/policy"
 )
@@ -91,6 +95,7 @@ func TestWarmTurnOverhead(t *testing.T) {
 	// most of these turns: lift it, as an approved limits change would.
 	brain.ask("warm", "first", 30*time.Second)
 	id, _ := brain.sessionKey("warm")
+	brainCgroups := sandboxCgroups() // only the brain's sandbox runs yet
 	brain.approveChange(id, policy.KindLimits, func(p *profile.Profile) {
 		p.Limits.CallsPerMinute, p.Limits.TokensPerDay = 1_000_000, 1_000_000_000
 	})
@@ -118,6 +123,7 @@ func TestWarmTurnOverhead(t *testing.T) {
 		}
 		return sample{total: time.Since(start), send: sent, start: start}
 	}
+	cpu0 := cgroupCPU(brainCgroups)
 	var brainTotal, brainSend, echoTotal, echoSend []time.Duration
 	var brainStart []time.Time
 	for i := range turns {
@@ -129,6 +135,7 @@ func TestWarmTurnOverhead(t *testing.T) {
 		echoTotal = append(echoTotal, e.total)
 		echoSend = append(echoSend, e.send)
 	}
+	cpuPerTurn := (cgroupCPU(brainCgroups) - cpu0) / turns
 	time.Sleep(100 * time.Millisecond)
 	model, arrived := tu.takeAll()
 	if len(model) != turns {
@@ -155,6 +162,9 @@ func TestWarmTurnOverhead(t *testing.T) {
 	row("  of which until the call reached the model server", before)
 	row("  of which after the model server answered", after)
 	row("model time (scripted server, subtracted above)", model)
+	if len(brainCgroups) == 1 && cpuPerTurn > 0 {
+		t.Logf("| %-52s | %7.2f | %7s |", "agentd's sandbox CPU per turn (cgroup, mean)", ms(cpuPerTurn), "")
+	}
 	row("baseline: echo agent, per turn (same wall, no model)", echoTotal)
 	row("  of which Send", echoSend)
 	// One sealed store write (fsync'd), as the turn makes several: the
@@ -188,3 +198,32 @@ func TestWarmTurnOverhead(t *testing.T) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// sandboxCgroups lists the sandboxes' cgroups (cgroup v1's cpuacct
+// hierarchy or v2's unified one) that exist now.
+func sandboxCgroups() []string {
+	v1, _ := filepath.Glob("/sys/fs/cgroup/cpuacct/" + sandbox.CgroupParent + "/" + sandbox.IDPrefix + "*")
+	v2, _ := filepath.Glob("/sys/fs/cgroup/" + sandbox.CgroupParent + "/" + sandbox.IDPrefix + "*")
+	return append(v1, v2...)
+}
+
+// cgroupCPU sums the CPU time the cgroups have used: every thread of the
+// sandbox (its kernel, its gofer, the agent), as the host charges it.
+func cgroupCPU(dirs []string) time.Duration {
+	var total time.Duration
+	for _, d := range dirs {
+		if b, err := os.ReadFile(filepath.Join(d, "cpuacct.usage")); err == nil {
+			n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+			total += time.Duration(n)
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(d, "cpu.stat"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				total += time.Duration(n) * time.Microsecond
+			}
+		}
+	}
+	return total
+}

@@ -43,11 +43,13 @@ func OpenInbox(path string, session wire.SessionID, key *wire.Key, gate Gate) (*
 		return nil, fmt.Errorf("queue: opening inbox %s: %w", path, err)
 	}
 	in := &Inbox{session: session, key: key, gate: gate, now: time.Now, conn: conn}
-	// PERSIST: the journal is kept between commits with its header zeroed
-	// (not hot to a reader) rather than created, fsynced into its directory
-	// and deleted by every commit; its size is capped. Every message is a
-	// commit on a turn's critical path.
-	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=PERSIST", "PRAGMA journal_size_limit=1048576", "PRAGMA synchronous=FULL")
+	// TRUNCATE: a commit empties the journal rather than creating, fsyncing
+	// into its directory and deleting it (every message is a commit on a
+	// turn's critical path), and an empty journal is one stat to the
+	// agent's reader, which must find it not hot on every read through
+	// gVisor (a kept non-empty journal would cost it an open, a read and a
+	// close each time).
+	err = queuedb.Pragmas(conn, "PRAGMA journal_mode=TRUNCATE", "PRAGMA synchronous=FULL")
 	if err == nil {
 		err = queuedb.CheckSchema(conn)
 	}
