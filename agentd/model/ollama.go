@@ -1,6 +1,8 @@
 package model
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,11 +22,22 @@ import (
 // Ollama's own default is short and silently cuts off tool schemas.
 const DefaultNumCtx = 8192
 
-// Ollama is the Provider that calls Ollama's /api/chat with Ollama's own
-// client, through the daemon's model proxy on the session socket: the only
-// way out of the sandbox. The daemon decides where the call goes.
+// maxLine caps one line of an answer. The proxy cuts lines at 1 MiB by
+// default; this is the ceiling the agent accepts whatever it is set to.
+const maxLine = 8 << 20
+
+// Ollama is the Provider that calls Ollama's /api/chat, in Ollama's own
+// wire types, through the daemon's model proxy on the session socket: the
+// only way out of the sandbox. The daemon decides where the call goes.
+//
+// It reads the streamed answer itself rather than with Ollama's client,
+// which allocates an 8 MiB line buffer for every call: inside gVisor each
+// fresh page of it is a fault the sandbox's kernel handles, about a
+// millisecond a call (docs/benchmarks.md). Lines here start in 64 KiB and
+// grow only as far as a line needs, up to maxLine.
 type Ollama struct {
-	client *api.Client
+	base *url.URL
+	hc   *http.Client
 }
 
 // NewOllama returns the Ollama provider speaking over the unix socket at
@@ -46,7 +59,7 @@ func NewOllama(socketPath string) Provider {
 }
 
 func newOllama(base *url.URL, hc *http.Client) *Ollama {
-	return &Ollama{client: api.NewClient(base, hc)}
+	return &Ollama{base: base, hc: hc}
 }
 
 // Chat makes one streamed chat call and gathers the answer. Streaming lets
@@ -62,7 +75,7 @@ func (o *Ollama) Chat(ctx context.Context, req Request) (Response, error) {
 	resp.Message.Role = RoleAssistant
 	var content strings.Builder
 	done := false
-	err = o.client.Chat(ctx, creq, func(r api.ChatResponse) error {
+	err = o.stream(ctx, creq, func(r api.ChatResponse) error {
 		content.WriteString(r.Message.Content)
 		for _, tc := range r.Message.ToolCalls {
 			args, err := json.Marshal(tc.Function.Arguments)
@@ -85,6 +98,61 @@ func (o *Ollama) Chat(ctx context.Context, req Request) (Response, error) {
 	}
 	resp.Message.Content = content.String()
 	return resp, nil
+}
+
+// stream posts req to /api/chat and calls fn with each line of the answer,
+// as Ollama's client does: an HTTP error status becomes an api.StatusError
+// with the message the server gave, an {"error": …} line a plain error.
+func (o *Ollama) stream(ctx context.Context, req *api.ChatRequest, fn func(api.ChatResponse) error) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base.JoinPath(wire.PathModelChat).String(), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Accept", "application/x-ndjson")
+	resp, err := o.hc.Do(hreq)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+	for sc.Scan() {
+		line := sc.Bytes()
+		var r struct {
+			api.ChatResponse
+			Error string `json:"error,omitempty"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			if resp.StatusCode >= http.StatusBadRequest {
+				return api.StatusError{StatusCode: resp.StatusCode, Status: resp.Status, ErrorMessage: string(line)}
+			}
+			return errors.New(string(line))
+		}
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized:
+			return api.AuthorizationError{StatusCode: resp.StatusCode, Status: resp.Status}
+		case resp.StatusCode >= http.StatusBadRequest:
+			return api.StatusError{StatusCode: resp.StatusCode, Status: resp.Status, ErrorMessage: r.Error}
+		case r.Error != "":
+			return errors.New(r.Error)
+		}
+		if err := fn(r.ChatResponse); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	if resp.StatusCode >= http.StatusBadRequest {
+		// An error status with no body at all.
+		return api.StatusError{StatusCode: resp.StatusCode, Status: resp.Status, ErrorMessage: resp.Status}
+	}
+	return nil
 }
 
 func toOllama(req Request) (*api.ChatRequest, error) {

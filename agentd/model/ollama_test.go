@@ -143,3 +143,19 @@ func TestCancelledCallIsNotAModelError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestLongLines: an answer line longer than the reader's first buffer is
+// read whole (the buffer grows); one past maxLine fails the call rather than
+// growing without bound.
+func TestLongLines(t *testing.T) {
+	long := strings.Repeat("é", 100<<10) // 200 KiB of content in one line
+	o, _ := direct(t, ollamatest.Text(long))
+	r, err := o.Chat(context.Background(), Request{Model: "m"})
+	if err != nil || r.Message.Content != long {
+		t.Fatalf("long line: %d bytes, %v", len(r.Message.Content), err)
+	}
+	o, _ = direct(t, ollamatest.Text(strings.Repeat("x", maxLine+1)))
+	if _, err := o.Chat(context.Background(), Request{Model: "m"}); err == nil || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a line past %d bytes: %v, want ErrUnavailable", maxLine, err)
+	}
+}

@@ -209,22 +209,36 @@ type TakenReply struct {
 // undelivered ones past MaxUndeliveredReplies or MaxUndeliveredBytes fail
 // it with ErrBacklog, and nothing is taken.
 func (s *Store) TakeReplies(ctx context.Context, id wire.SessionID, lastSeq uint64, replies []TakenReply) error {
+	_, err := s.TakeRepliesAndProgress(ctx, id, lastSeq, replies, 0)
+	return err
+}
+
+// TakeRepliesAndProgress is TakeReplies that also moves the session's
+// inbox.consumed cursor to consumed, in the same transaction, when that is
+// forward (an agent re-reading after a restart reports less: the cursor
+// never moves back, and that is not an error). It returns the cursor's
+// value afterwards. One commit, not two, on every turn's way out.
+func (s *Store) TakeRepliesAndProgress(ctx context.Context, id wire.SessionID, lastSeq uint64, replies []TakenReply, consumed uint64) (uint64, error) {
 	last, err := i64("outbox sequence", lastSeq)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	if _, err := i64("cursor value", consumed); err != nil {
+		return 0, err
 	}
 	sealed := make([][]byte, len(replies))
 	for i, r := range replies {
 		if r.OutboxSeq == 0 || r.OutboxSeq > lastSeq {
-			return fmt.Errorf("store: reply row %d is outside the rows taken (1..%d)", r.OutboxSeq, lastSeq)
+			return 0, fmt.Errorf("store: reply row %d is outside the rows taken (1..%d)", r.OutboxSeq, lastSeq)
 		}
 		if r.TxnID == "" || len(r.TxnID) > MaxTxnIDLen || !utf8.ValidString(r.TxnID) {
-			return fmt.Errorf("store: transaction id must be 1 to %d bytes of UTF-8", MaxTxnIDLen)
+			return 0, fmt.Errorf("store: transaction id must be 1 to %d bytes of UTF-8", MaxTxnIDLen)
 		}
 		if sealed[i], err = sealColumn(&s.key, intentsTable, id, r.OutboxSeq, r.Body); err != nil {
-			return err
+			return 0, err
 		}
 	}
+	var after uint64
 	err = s.write(ctx, func(c *sqlite.Conn) error {
 		if err := activeSession(c, id); err != nil {
 			return err
@@ -260,12 +274,21 @@ func (s *Store) TakeReplies(ctx context.Context, id wire.SessionID, lastSeq uint
 			}
 		}
 		if uint64(last) > delivered {
-			return setCursor(c, id, CursorOutboxDelivered, uint64(last))
+			if err := setCursor(c, id, CursorOutboxDelivered, uint64(last)); err != nil {
+				return err
+			}
+		}
+		if after, err = cursor(c, id, CursorInboxConsumed); err != nil {
+			return err
+		}
+		if consumed > after {
+			after = consumed
+			return setCursor(c, id, CursorInboxConsumed, consumed)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: taking outbox rows up to %d of session %s: %w", lastSeq, id, err)
+		return 0, fmt.Errorf("store: taking outbox rows up to %d of session %s: %w", lastSeq, id, err)
 	}
-	return nil
+	return after, nil
 }

@@ -80,3 +80,33 @@ func TestPendingIntentsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TakeRepliesAndProgress moves inbox.consumed with the replies in one
+// commit: forward only (a lower report is no error and changes nothing),
+// and not at all when the replies are refused.
+func TestTakeRepliesAndProgress(t *testing.T) {
+	s, _, _ := openTest(t)
+	ctx := context.Background()
+	id, _ := mustCreate(t, s, "matrix:!progress:server")
+	got, err := s.TakeRepliesAndProgress(ctx, id, 2, bigReplies(1, 2, 10), 5)
+	if err != nil || got != 5 {
+		t.Fatalf("forward: %d %v, want 5", got, err)
+	}
+	got, err = s.TakeRepliesAndProgress(ctx, id, 3, bigReplies(3, 1, 10), 4)
+	if err != nil || got != 5 {
+		t.Fatalf("backwards: %d %v, want the cursor kept at 5", got, err)
+	}
+	if v, _ := s.Cursor(ctx, id, CursorOutboxDelivered); v != 3 {
+		t.Fatalf("the replies were not taken with a lower progress: delivered %d", v)
+	}
+	// Refused whole: the progress does not move either.
+	if _, err := s.TakeRepliesAndProgress(ctx, id, 3+MaxUndeliveredReplies, bigReplies(4, MaxUndeliveredReplies, 1), 9); !errors.Is(err, ErrBacklog) {
+		t.Fatalf("past the cap: %v, want ErrBacklog", err)
+	}
+	if v, _ := s.Cursor(ctx, id, CursorInboxConsumed); v != 5 {
+		t.Fatalf("a refused batch moved inbox.consumed to %d", v)
+	}
+	if got, err := s.TakeRepliesAndProgress(ctx, id, 3, nil, 0); err != nil || got != 5 {
+		t.Fatalf("no progress: %d %v", got, err)
+	}
+}

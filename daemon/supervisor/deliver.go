@@ -35,33 +35,25 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 			taken = append(taken, store.TakenReply{OutboxSeq: r.Header.Seq, TxnID: ReplyTxnID(c.id, r.Header.Seq), Body: []byte(b.Text)})
 		}
 	}
-	if err := s.cfg.Store.TakeReplies(ctx, c.id, rows[len(rows)-1].Header.Seq, taken); errors.Is(err, store.ErrBacklog) {
+	// The agent's progress is recorded with the replies, in one commit (never
+	// ahead of them): inbox compaction and a restored session's agent go by
+	// it. Never past what was written: a lying agent cannot make the
+	// supervisor think it is done and skip a restart it owes another message.
+	var progress uint64
+	for _, r := range rows {
+		if b, ok := r.Body.(wire.Progress); ok {
+			progress = max(progress, min(b.Inbox, c.inboxHead.Load()))
+		}
+	}
+	consumed, err := s.cfg.Store.TakeRepliesAndProgress(ctx, c.id, rows[len(rows)-1].Header.Seq, taken, progress)
+	if errors.Is(err, store.ErrBacklog) {
 		return &queue.HostileError{Class: RefusedBacklog, Err: err}
 	} else if err != nil {
 		s.cfg.Log.Error("recording replies taken from the outbox; they will be offered again", "session", c.id.String(), "err", err)
 		return err
 	}
-	// The agent's progress is recorded after the delivery (a crash between
-	// the two leaves it behind, never ahead): inbox compaction and a
-	// restored session's agent go by it.
-	cursors := map[string]uint64{}
-	for _, r := range rows {
-		if b, ok := r.Body.(wire.Progress); ok {
-			cursors[store.CursorInboxConsumed] = max(cursors[store.CursorInboxConsumed], min(b.Inbox, c.inboxHead.Load()))
-		}
-	}
-	if p, ok := cursors[store.CursorInboxConsumed]; ok {
-		if cur, err := s.cfg.Store.Cursor(ctx, c.id, store.CursorInboxConsumed); err != nil {
-			return err
-		} else if p < cur {
-			delete(cursors, store.CursorInboxConsumed) // a restarted agent re-reading: never backwards
-		}
-	}
-	if err := s.cfg.Store.AdvanceCursors(ctx, c.id, cursors); err != nil {
-		return err
-	}
-	if p, ok := cursors[store.CursorInboxConsumed]; ok {
-		s.compactInbox(ctx, c, p)
+	if progress > 0 && consumed == progress {
+		s.compactInbox(ctx, c, progress)
 	}
 	for _, r := range rows {
 		switch b := r.Body.(type) {
@@ -93,8 +85,6 @@ func (s *Supervisor) deliver(ctx context.Context, c *conv, rows []queue.Row) err
 				s.cfg.Log.Info("change request not accepted", "session", c.id.String(), "err", err)
 			}
 		case wire.Progress:
-			// Never past what was written: a lying agent cannot make the supervisor
-			// think it is done and skip a restart it owes another message.
 			if p := min(b.Inbox, c.inboxHead.Load()); p > c.progress.Load() {
 				c.progress.Store(p)
 				c.touch()
