@@ -188,12 +188,16 @@ func TestWarmTurnOverhead(t *testing.T) {
 		appends = append(appends, time.Since(start))
 	}
 	row("one audit entry (fsync)", appends)
+	// This VM's speed varies by up to 2× between runs minutes apart (the
+	// host's other tenants); the ratio to the echo turn holds across them.
+	t.Logf("ratio agentd + proxy / echo at p50: %.2f", float64(pct(overhead, 0.5))/float64(pct(echoTotal, 0.5)))
 	p50, p99 := pct(overhead, 0.5), pct(overhead, 0.99)
 	t.Logf("targets: p50 ≤ 10 ms %v, p99 ≤ 50 ms %v (absolute: only meaningful on a quiet machine)", p50 <= 10*time.Millisecond, p99 <= 50*time.Millisecond)
 	// The gate is a ratio against the baseline measured alongside: the model
-	// path (Brain, proxy, one HTTP call) may not triple a turn.
-	if base := pct(echoTotal, 0.5); p50 > 3*base {
-		t.Errorf("p50 overhead %v is over 3× the echo baseline %v", p50, base)
+	// path (Brain, proxy, one HTTP call) may not double a turn (measured
+	// 1.28–1.37×).
+	if base := pct(echoTotal, 0.5); p50 > 2*base {
+		t.Errorf("p50 overhead %v is over 2× the echo baseline %v", p50, base)
 	}
 }
 
