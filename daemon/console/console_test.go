@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -34,6 +35,7 @@ type harness struct {
 	audits   []auditRec
 	auditErr error
 	now      time.Time
+	daemon   *tuitest.Daemon
 }
 
 func newSigner(t testing.TB) gossh.Signer {
@@ -109,7 +111,7 @@ func startServerWith(t testing.TB, mod func(*Config), listen func(context.Contex
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	h.addr, h.srv = ln.Addr().String(), srv
+	h.addr, h.srv, h.daemon = ln.Addr().String(), srv, d
 	return h
 }
 
@@ -300,6 +302,100 @@ func TestIdleConnectionsTimeOut(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("an idle connection stayed open")
 	}
+}
+
+// TestConsoleIdleCountsInputOnly: an open console whose screen keeps
+// changing (a busy daemon: requests filed, events streaming) but whose
+// operator types nothing is closed after the idle timeout, and says so; a
+// keypress now and then keeps it open. The SSH server's own idle timeout
+// counts the console's redraws as traffic, so it would never fire.
+func TestConsoleIdleCountsInputOnly(t *testing.T) {
+	h := startServer(t, func(c *Config) { c.IdleTimeout = 1500 * time.Millisecond })
+	c := h.mustDial()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RequestPty("xterm-256color", 24, 80, gossh.TerminalModes{}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s.StdinPipe()
+	out, _ := s.StdoutPipe()
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var screen strings.Builder
+	var got int
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := out.Read(buf)
+			mu.Lock()
+			screen.Write(buf[:n])
+			got += n
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	ended := make(chan error, 1)
+	go func() { ended <- s.Wait() }()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the daemon stays busy: the screen changes all along
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				h.daemon.File("0123456789abcdef0123456789abcdef", "tools", "agent:0123456789abcdef0123456789abcdef", fmt.Sprint("why ", i), "b", "p", "+x\n")
+			}
+		}
+	}()
+	// Typing keeps it open well past the timeout (a harmless key: the
+	// next page, round and round).
+	for range 12 {
+		select {
+		case err := <-ended:
+			t.Fatalf("the console closed although the operator was typing: %v", err)
+		case <-time.After(250 * time.Millisecond):
+			in.Write([]byte("\t"))
+		}
+	}
+	mu.Lock()
+	before := got
+	mu.Unlock()
+	start := time.Now()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a console with a changing screen and no input stayed open")
+	}
+	if waited := time.Since(start); waited < time.Second {
+		t.Fatalf("closed %v after the last keypress, before the 1.5 s idle timeout", waited)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got == before {
+		t.Fatal("the screen did not change while idle: this case no longer tests that output is not input")
+	}
+	if !strings.Contains(screen.String(), "no input for") {
+		t.Fatalf("the console closed without saying why:\n%q", tail(screen.String(), 300))
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.audits) == 0 || h.audits[len(h.audits)-1].action != "console.idle" {
+		t.Fatalf("the idle close was not audited: %+v", h.audits)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }
 
 func TestAuditFailureRefuses(t *testing.T) {

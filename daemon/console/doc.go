@@ -14,5 +14,6 @@
 // with a pty or a command — no agent, port or X11 forwarding, no
 // subsystems, no environment but TERM; let a client try keys without limit
 // (failures are rate limited per source address); keep an idle connection
-// open forever.
+// open forever (an open console is idle when its operator types nothing,
+// however busy its screen: idle.go).
 package console

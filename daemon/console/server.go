@@ -221,9 +221,18 @@ func (s *Server) handle(sess ssh.Session) {
 		sess.Exit(1)
 		return
 	}
+	in := newInputSession(sess)
+	defer close(in.closed)
 	bm.MiddlewareWithProgramHandler(func(sess ssh.Session) *tea.Program {
 		pty, _, _ := sess.Pty()
 		m := tui.New(sess.Context(), op, tui.Options{Width: pty.Window.Width, Height: pty.Window.Height})
-		return tea.NewProgram(m, bm.MakeOptions(sess)...)
-	})(func(ssh.Session) {})(sess)
+		prog := tea.NewProgram(m, bm.MakeOptions(sess)...)
+		go s.quitWhenIdle(in, prog, actor, remote)
+		return prog
+	})(func(sess ssh.Session) {
+		// The console has given the terminal back: say why it ended.
+		if in.idled.Load() {
+			fmt.Fprintf(sess, "ironclaw: no input for %s, so the console closed. Connect again to go on.\r\n", s.cfg.IdleTimeout)
+		}
+	})(in)
 }

@@ -82,18 +82,28 @@ func (s *Supervisor) Resume(ctx context.Context, id wire.SessionID, operator str
 	}
 	c.mu.Lock()
 	was := c.failed
-	starts := c.starts
-	c.failed, c.exits, c.restartAt, c.starts = nil, nil, time.Time{}, nil
-	c.mu.Unlock()
 	if was == nil {
+		c.exits, c.restartAt, c.starts = nil, time.Time{}, nil
+		c.mu.Unlock()
 		return nil
 	}
+	c.mu.Unlock()
+	// Audited before anything changes: a resume that cannot be recorded does
+	// not happen, and no sandbox can start in between.
 	if err := s.audit(operator, "sandbox.resume", id.String(), "", "was: "+was.Error()); err != nil {
-		c.mu.Lock()
-		c.failed, c.starts = was, starts
-		c.mu.Unlock()
 		return fmt.Errorf("supervisor: audit: %w", err)
 	}
+	c.mu.Lock()
+	if c.failed != was {
+		now := c.failed
+		c.mu.Unlock()
+		if now == nil {
+			return nil // resumed meanwhile by another operator
+		}
+		return fmt.Errorf("supervisor: session %s failed again while resuming (%v): look at `ironclaw status` before resuming again", id, now)
+	}
+	c.failed, c.exits, c.restartAt, c.starts = nil, nil, time.Time{}, nil
+	c.mu.Unlock()
 	if c.unread() {
 		return s.ensureSandbox(ctx, c, false)
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -223,5 +224,31 @@ func TestTranscriptAuditedBeforeShown(t *testing.T) {
 	s.cfg.Audit.Close()
 	if turns, err := s.Transcript(ctx, c.id, "operator:local:root"); err == nil || turns != nil {
 		t.Fatalf("a transcript was shown without its audit entry: %+v %v", turns, err)
+	}
+}
+
+// A resume that cannot be audited does not happen: the call fails and the
+// session stays failed. (Resume now audits before it changes anything, so
+// no sandbox can start in between; this checks the outcome, not the order.)
+func TestResumeAuditedBeforeActing(t *testing.T) {
+	s, _ := noSandboxSupervisor(t)
+	ctx := context.Background()
+	c, err := s.conversation(ctx, "console:stuck")
+	if err != nil {
+		t.Fatal(err)
+	}
+	failure := errors.New("crash loop")
+	c.mu.Lock()
+	c.failed = failure
+	c.mu.Unlock()
+	s.cfg.Audit.Close()
+	if err := s.Resume(ctx, c.id, "operator:local:root"); err == nil {
+		t.Fatal("a resume succeeded without its audit entry")
+	}
+	c.mu.Lock()
+	still := c.failed
+	c.mu.Unlock()
+	if still != failure {
+		t.Fatalf("the unaudited resume changed the session: failed = %v", still)
 	}
 }
