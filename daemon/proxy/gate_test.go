@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -120,4 +121,83 @@ func TestGateBoundsSixteenSessions(t *testing.T) {
 		t.Fatalf("%d calls at the upstream at once, want at most %d", top, DefaultMaxUpstreamCalls)
 	}
 	t.Logf("at most %d calls at once", top)
+}
+
+// A freed slot goes to the waiting session that holds the fewest, not to
+// the earliest waiter: a session that keeps its calls queued behind its own
+// held slots cannot keep another session out. (First come, first served,
+// A's queued call would take the slot B is waiting for.)
+func TestGateSharesSlotsFairly(t *testing.T) {
+	gate := NewGate(2)
+	ctx := t.Context()
+	var leaves []func()
+	for range 2 { // A holds every slot
+		l, err := gate.enter(ctx, "A")
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaves = append(leaves, l)
+	}
+	type got struct {
+		who   string
+		leave func()
+	}
+	order := make(chan got, 3)
+	wait := func(who, session string) {
+		l, err := gate.enter(ctx, session)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		order <- got{who, l}
+	}
+	go wait("A's third", "A")
+	waitQueued(t, gate, 1)
+	go wait("A's fourth", "A")
+	waitQueued(t, gate, 2)
+	go wait("B", "B")
+	waitQueued(t, gate, 3)
+	leaves[0]()
+	first := <-order
+	if first.who != "B" {
+		t.Fatalf("the freed slot went to %s, want B (it holds none; A holds one)", first.who)
+	}
+	// Equals are served in arrival order: A and B now hold one each, A's
+	// third waited longest.
+	leaves[1]()
+	if next := <-order; next.who != "A's third" {
+		t.Fatalf("next slot went to %s, want A's third", next.who)
+	}
+	first.leave()
+	if last := <-order; last.who != "A's fourth" {
+		t.Fatalf("last slot went to %s", last.who)
+	}
+	// A waiter that gives up leaves the queue; a late leave is harmless.
+	c, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := gate.enter(c, "C"); err == nil {
+		t.Fatal("a full gate let C in")
+	}
+	gate.mu.Lock()
+	n := len(gate.waiting)
+	gate.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d waiters left after C gave up", n)
+	}
+}
+
+func waitQueued(t *testing.T, g *Gate, n int) {
+	t.Helper()
+	for i := 0; ; i++ {
+		g.mu.Lock()
+		k := len(g.waiting)
+		g.mu.Unlock()
+		if k == n {
+			return
+		}
+		if i > 1000 {
+			t.Fatalf("%d waiting, want %d", k, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -399,7 +399,7 @@ func (p *Proxy) forward(w http.ResponseWriter, rc *http.ResponseController, ctx 
 	ctx, cancel := context.WithTimeout(ctx, p.lim.CallTimeout)
 	defer cancel()
 	wait, stopWait := context.WithTimeout(ctx, p.lim.QueueTimeout)
-	leave, err := p.gate.enter(wait)
+	leave, err := p.gate.enter(wait, p.cfg.Session)
 	stopWait()
 	if err != nil {
 		// The call never reached the upstream: it costs nothing.
