@@ -79,7 +79,12 @@ func (c *Channel) uploadKeys(ctx context.Context, key *backup.MegolmBackupKey) e
 		if rk.Sessions == nil {
 			rk.Sessions = map[id.SessionID]mautrix.ReqKeyBackupData{}
 		}
-		rk.Sessions[s.ID()] = mautrix.ReqKeyBackupData{FirstMessageIndex: int(first), ForwardedCount: len(s.ForwardingChains), IsVerified: true, SessionData: data}
+		// is_verified tells whoever restores the backup that the device
+		// the key came from was verified. The bot verifies no one's devices
+		// (it trusts owners' cross-signing, and strangers' rooms have keys
+		// too), so it never says so: a restoring client warns instead of
+		// trusting a key a stranger or the homeserver handed the bot.
+		rk.Sessions[s.ID()] = mautrix.ReqKeyBackupData{FirstMessageIndex: int(first), ForwardedCount: len(s.ForwardingChains), IsVerified: false, SessionData: data}
 		req.Rooms[s.RoomID] = rk
 		done = append(done, s)
 	}
