@@ -198,6 +198,7 @@ func TestMatrixEndToEnd(t *testing.T) {
 	m := newMatrixInstall(t)
 	m.start("")
 	owner := m.hs.Login(t, m.owner, ownerPass)
+	owner.CrossSign(ownerPass) // as Element does: the owner's other sessions count only if signed
 	room := owner.CreateRoom(false, m.bot)
 	owner.WaitJoined(room, m.bot, 60*time.Second)
 
@@ -247,6 +248,33 @@ func TestMatrixEndToEnd(t *testing.T) {
 	markers = append(markers, "MARKER-mx-after-5e2a")
 	owner.Send(room, "still there "+markers[2])
 	waitExactlyOnce(t, owner, room, m.bot, "still there "+markers[2])
+
+	// A session of the owner's account that the owner's cross-signing does
+	// not vouch for — what a hostile homeserver could invent for an owner —
+	// is not the owner: its message is refused with the reason, audited,
+	// and nothing reaches the sandbox.
+	session1 := waitSession(t, m.install, room)
+	rows1 := inboxRows(t, m.install, session1)
+	unsigned := m.hs.Login(t, m.owner, ownerPass)
+	unsigned.WaitJoined(room, m.bot, 60*time.Second) // it knows the room (and that it is encrypted)
+	markers = append(markers, "MARKER-mx-unsigned-6b0e")
+	unsigned.Send(room, "from a new session "+markers[len(markers)-1])
+	owner.WaitFor(room, m.bot, 90*time.Second, func(ms []mxtest.Message) bool {
+		for _, msg := range ms {
+			if strings.Contains(msg.Body, "cross-signing does not vouch for") {
+				return true
+			}
+		}
+		return false
+	})
+	time.Sleep(2 * time.Second)
+	if n := inboxRows(t, m.install, session1); n != rows1 {
+		t.Fatalf("a message from an unsigned session of the owner reached the inbox (%d rows, were %d)", n, rows1)
+	}
+	if log, _ := os.ReadFile(filepath.Join(m.install.root, "state", "audit.log")); !strings.Contains(string(log), "cross-signing does not vouch") {
+		t.Error("the refusal was not audited")
+	}
+	unsigned.Close()
 
 	// A stranger in a second room: a pending "add contact" request, nothing
 	// reaches the sandbox, the bot is silent there; the owners hear of the

@@ -239,6 +239,33 @@ func (c *Channel) handleMember(ctx context.Context, e store.MatrixEvent, room id
 	return true, c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixDone, nil, 0)
 }
 
+// notVouched is the answer to a message from a device its sender's
+// cross-signing does not vouch for.
+const notVouched = "That message came from a session of yours that your cross-signing does not vouch for (a new session not verified yet, or keys that changed), so I did not read it. Verify that session from one you already trust, then send it again."
+
+// decrypted reads a decrypted event (canonical), after one more check that
+// needs the crypto store: a sender who has set up cross-signing speaks only
+// from devices their self-signing key signed, under the master key the bot
+// first saw for them (mautrix's cross-signed-TOFU or better). A device the
+// homeserver invents for an owner — or a master key it swaps in to sign
+// one — is refused, not read as merely "unverified". A sender without
+// cross-signing has only their devices' own keys, which canonical checks;
+// keys forwarded or restored from a backup cannot be tied to a signed
+// device and are refused for a cross-signing sender too.
+func (c *Channel) decrypted(ctx context.Context, dec *event.Event) inbound {
+	if ts := dec.Mautrix.TrustState; ts >= id.TrustStateUnset && ts < id.TrustStateCrossSignedTOFU && ts != id.TrustStateUnknownDevice {
+		keys, err := c.mach.CryptoStore.GetCrossSigningKeys(ctx, dec.Sender)
+		if err != nil {
+			c.log.Error("reading a sender's cross-signing keys", "sender", string(dec.Sender), "err", err)
+			return inbound{K: kindRefuse, Reason: "I could not check which of your sessions that message came from, so I did not read it. Please send it again."}
+		}
+		if _, ok := keys[id.XSUsageMaster]; ok {
+			return inbound{K: kindRefuse, Reason: notVouched}
+		}
+	}
+	return canonical(dec, true)
+}
+
 func (c *Channel) handleEncrypted(ctx context.Context, e store.MatrixEvent, in inbound, room id.RoomID, sender id.UserID) (bool, error) {
 	var evt event.Event
 	if err := json.Unmarshal(in.Raw, &evt); err != nil {
@@ -250,7 +277,7 @@ func (c *Channel) handleEncrypted(ctx context.Context, e store.MatrixEvent, in i
 	}
 	dec, err := c.mach.DecryptMegolmEvent(ctx, &evt)
 	if err == nil {
-		next := canonical(dec, true)
+		next := c.decrypted(ctx, dec)
 		body, _ := json.Marshal(next)
 		if err := c.cfg.Store.UpdateMatrixEvent(ctx, e.Seq, store.MatrixNew, body, 0); err != nil {
 			return false, err

@@ -199,7 +199,7 @@ func (c *Channel) classify(ctx context.Context, room id.RoomID, evt *event.Event
 			return c.record(string(evt.ID), room, evt.Sender, inbound{K: kindRefuse, Reason: "the event is too large"}), true
 		}
 		if dec, err := c.mach.DecryptMegolmEvent(ctx, evt); err == nil {
-			return c.record(string(evt.ID), room, evt.Sender, canonical(dec, true)), true
+			return c.record(string(evt.ID), room, evt.Sender, c.decrypted(ctx, dec)), true
 		}
 		return c.record(string(evt.ID), room, evt.Sender, inbound{K: kindEncrypted, Raw: raw}), true
 	case evt.Type == event.EventMessage || evt.Type == event.EventSticker:

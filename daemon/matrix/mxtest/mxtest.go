@@ -227,6 +227,25 @@ func (h *Homeserver) Login(t testing.TB, user id.UserID, password string) *Clien
 	return c
 }
 
+// CrossSign gives the client's account cross-signing keys (password for
+// the homeserver's confirmation) and signs this device with them, as
+// Element does for a new account: the account's other devices are then
+// trusted only if signed too.
+func (c *Client) CrossSign(password string) {
+	c.t.Helper()
+	ctx := context.Background()
+	mach := c.helper.Machine()
+	if _, _, err := mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, password, ""); err != nil {
+		c.t.Fatalf("cross-signing keys for %s: %v", c.Cli.UserID, err)
+	}
+	if err := mach.SignOwnDevice(ctx, mach.OwnIdentity()); err != nil {
+		c.t.Fatalf("signing %s's device: %v", c.Cli.UserID, err)
+	}
+	if err := mach.SignOwnMasterKey(ctx); err != nil {
+		c.t.Fatalf("signing %s's master key: %v", c.Cli.UserID, err)
+	}
+}
+
 // Close stops syncing.
 func (c *Client) Close() {
 	c.cancel()
