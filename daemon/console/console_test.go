@@ -5,15 +5,18 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -473,5 +476,63 @@ func TestMarshalJSONEscapesInvalidUTF8(t *testing.T) {
 	}
 	if !utf8.Valid(out) || strings.ContainsAny(string(out), "\x1b") {
 		t.Fatalf("invalid UTF-8 passed raw: %q", out)
+	}
+}
+
+// TestLoopbackUsersDoNotLockEachOtherOut: on loopback every local user has
+// the same address, so the failure limiter keys loopback connections by
+// the connecting user. Another local user (nobody, with the real ssh
+// client) failing keys past the budget locks out only itself; root's
+// operator key still gets in, and the same junk from root's own sockets
+// does lock root out.
+func TestLoopbackUsersDoNotLockEachOtherOut(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to connect as another user (CI runs as root)")
+	}
+	sshBin, err := exec.LookPath("ssh")
+	if err != nil {
+		t.Fatal("the ssh client is needed (.ci/bootstrap installs openssh-client)")
+	}
+	h := startServer(t, func(c *Config) { c.MaxFailures = 3; c.FailWindow = time.Minute })
+	dir, err := os.MkdirTemp("/tmp", "icwnobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	junk := filepath.Join(dir, "id_junk")
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	block, err := gossh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(junk, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(junk, 65534, 65534)
+	host, port, _ := net.SplitHostPort(h.addr)
+	for range 5 {
+		cmd := exec.Command(sshBin, "-F", "/dev/null", "-i", junk, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+			"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
+			"-p", port, "nobody@"+host, "sessions", "--json")
+		cmd.Dir = dir
+		cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Fatalf("a junk key got in as nobody:\n%s", out)
+		}
+	}
+	// Root is another user: its operator key gets in.
+	h.mustDial().Close()
+	// Root's own failures count against root.
+	for range 3 {
+		if c, err := h.dial(newSigner(t)); err == nil {
+			c.Close()
+			t.Fatal("unknown key got in")
+		}
+	}
+	if c, err := h.dial(h.opKey); err == nil {
+		c.Close()
+		t.Fatal("root over its own failure budget got in")
 	}
 }

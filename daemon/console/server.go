@@ -112,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	// A source that failed too often gets no handshake at all.
 	srv.ConnCallback = func(ctx ssh.Context, c net.Conn) net.Conn {
-		if s.limiter.blocked(source(c.RemoteAddr())) {
+		if s.limiter.blocked(source(c.LocalAddr(), c.RemoteAddr())) {
 			return nil
 		}
 		return c
@@ -122,22 +122,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// source is the rate limiter's key for a remote address: its IP.
-func source(a net.Addr) string {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
-}
-
 // publicKey admits operator keys only. It runs for every key a client
 // offers (and again for the one it signs with).
 func (s *Server) publicKey(ctx ssh.Context, key ssh.PublicKey) bool {
-	src := source(ctx.RemoteAddr())
+	src := source(ctx.LocalAddr(), ctx.RemoteAddr())
 	if s.limiter.blocked(src) {
 		return false
 	}
