@@ -51,6 +51,13 @@ func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
 	return tu, srv.URL
 }
 
+// count returns how many calls are recorded.
+func (tu *timedUpstream) count() int {
+	tu.mu.Lock()
+	defer tu.mu.Unlock()
+	return len(tu.calls)
+}
+
 // take returns the calls recorded so far and forgets them. A call's time
 // is recorded just after its last byte is sent, which may be after the turn
 // ended: pair calls with turns by order, at the end.
@@ -103,7 +110,9 @@ func TestWarmTurnOverhead(t *testing.T) {
 		brain.ask("warm", fmt.Sprint("warm ", i), 30*time.Second)
 		echo.ask("warm", fmt.Sprint("warm ", i), 30*time.Second)
 	}
-	time.Sleep(100 * time.Millisecond) // the last warm-up call is recorded
+	for deadline := time.Now().Add(5 * time.Second); tu.count() < 21 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the first and the 20 warm-up calls are recorded
+	}
 	tu.take()
 	type sample struct {
 		total, send time.Duration
@@ -136,7 +145,11 @@ func TestWarmTurnOverhead(t *testing.T) {
 		echoSend = append(echoSend, e.send)
 	}
 	cpuPerTurn := (cgroupCPU(brainCgroups) - cpu0) / turns
-	time.Sleep(100 * time.Millisecond)
+	// The relay records a call once it has sent the call's last byte, which
+	// may be after the turn ended.
+	for deadline := time.Now().Add(5 * time.Second); tu.count() < turns && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	model, arrived := tu.takeAll()
 	if len(model) != turns {
 		t.Fatalf("%d model calls for %d turns", len(model), turns)

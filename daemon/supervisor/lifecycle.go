@@ -97,6 +97,9 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 // startPlan mounts the outbox filesystem, collects what the agent left there and starts the
 // sandbox; on failure it leaves nothing mounted.
 func (s *Supervisor) startPlan(ctx context.Context, c *conv, plan Plan) (box *sandbox.Sandbox, err error) {
+	if err := s.resetAfterHostRestart(ctx, c); err != nil {
+		return nil, err
+	}
 	if err := sandbox.PrepareOutbox(plan.OutboxDir, plan.OutboxMiB, plan.OutboxInodes); err != nil {
 		return nil, err
 	}
@@ -118,6 +121,10 @@ func (s *Supervisor) startPlan(ctx context.Context, c *conv, plan Plan) (box *sa
 		return nil, err
 	}
 	defer clear(hs)
+	// From here the agent may be writing its outbox (hostboot.go).
+	if err := s.markOutboxBoot(c); err != nil {
+		return nil, err
+	}
 	plan.Spec.Stdin = hs
 	return s.cfg.Runsc.Start(ctx, plan.Spec)
 }
@@ -203,6 +210,10 @@ func (s *Supervisor) teardown(ctx context.Context, c *conv, box *sandbox.Sandbox
 	}
 	if rerr := sandbox.ReleaseOutbox(s.outboxDir(c.id)); rerr != nil {
 		err = errors.Join(err, rerr)
+	} else if cerr := s.clearOutboxBoot(c); cerr != nil {
+		// A mark left behind costs, after a host restart, only a reset
+		// of an outbox that was intact.
+		s.cfg.Log.Warn("clearing the sandbox's start mark", "session", c.id.String(), "err", cerr)
 	}
 	return err
 }

@@ -147,7 +147,11 @@ type Config struct {
 	// Schedules is told when an agent adds a schedule (the scheduler). Nil:
 	// nobody is told.
 	Schedules ScheduleWaker
-	Log       *slog.Logger
+	// BootID returns the host's boot id (default: /proc/sys/kernel/random/
+	// boot_id), which tells a host restart from a daemon restart
+	// (hostboot.go). Tests inject one.
+	BootID func() (string, error)
+	Log    *slog.Logger
 }
 
 // withDefaults fills the zero fields that have a default.
@@ -192,6 +196,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.BootID == nil {
+		c.BootID = hostBootID
 	}
 	return c
 }
