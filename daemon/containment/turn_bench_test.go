@@ -40,12 +40,16 @@ func newTimedUpstream(t testing.TB, target string) (*timedUpstream, string) {
 	tu := &timedUpstream{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// Deferred: the proxy hangs up once it has the final line, and
+		// ReverseProxy then aborts the handler (panics ErrAbortHandler).
+		defer func() {
+			d := time.Since(start)
+			tu.mu.Lock()
+			tu.calls = append(tu.calls, d)
+			tu.arrivals = append(tu.arrivals, start)
+			tu.mu.Unlock()
+		}()
 		rp.ServeHTTP(w, r)
-		d := time.Since(start)
-		tu.mu.Lock()
-		tu.calls = append(tu.calls, d)
-		tu.arrivals = append(tu.arrivals, start)
-		tu.mu.Unlock()
 	}))
 	t.Cleanup(srv.Close)
 	return tu, srv.URL
