@@ -212,7 +212,7 @@ func TestWarmTurnOverhead(t *testing.T) {
 	t.Logf("targets: p50 ≤ 10 ms %v, p99 ≤ 50 ms %v (absolute: only meaningful on a quiet machine)", p50 <= 10*time.Millisecond, p99 <= 50*time.Millisecond)
 	// The gate is a ratio against the baseline measured alongside: the model
 	// path (Brain, proxy, one HTTP call) may not double a turn (measured
-	// 1.28–1.37×).
+	// 1.28–1.52×).
 	if base := pct(echoTotal, 0.5); p50 > 2*base {
 		t.Errorf("p50 overhead %v is over 2× the echo baseline %v", p50, base)
 	}
