@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
+	"github.com/ironclaw/ironclaw/daemon/durable"
 	"github.com/ironclaw/ironclaw/daemon/queue"
 	"github.com/ironclaw/ironclaw/daemon/sandbox"
 )
@@ -71,7 +71,7 @@ func (s *Supervisor) resetAfterHostRestart(ctx context.Context, c *conv) error {
 		err = queue.ResetOutbox(s.sessionDir(c.id), queue.Owner{UID: AgentUID, GID: AgentUID})
 	}
 	if err == nil {
-		err = os.Remove(mark)
+		err = durable.Remove(mark)
 	}
 	if err != nil {
 		return fmt.Errorf("supervisor: session %s: discarding the outbox after a host restart: %w", c.id, err)
@@ -86,47 +86,18 @@ func (s *Supervisor) markOutboxBoot(c *conv) error {
 	if err != nil {
 		return fmt.Errorf("supervisor: reading the host's boot id: %w", err)
 	}
-	dir := s.sessionDir(c.id)
-	tmp := filepath.Join(dir, outboxBootFile+".new")
-	if err := writeSynced(tmp, []byte(boot+"\n")); err != nil {
+	if err := durable.WriteFile(filepath.Join(s.sessionDir(c.id), outboxBootFile), []byte(boot+"\n"), 0o600); err != nil {
 		return fmt.Errorf("supervisor: session %s: marking the sandbox's start: %w", c.id, err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, outboxBootFile)); err != nil {
-		return fmt.Errorf("supervisor: session %s: marking the sandbox's start: %w", c.id, err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // clearOutboxBoot removes the mark once c's sandbox is torn down and its
-// outbox collected and unmounted (a clean stop).
+// outbox collected and unmounted (a clean stop). Not made durable: a mark
+// that comes back after a crash costs only the reset of an intact outbox.
 func (s *Supervisor) clearOutboxBoot(c *conv) error {
 	if err := os.Remove(filepath.Join(s.sessionDir(c.id), outboxBootFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
