@@ -334,6 +334,37 @@ func TestMatrixEndToEnd(t *testing.T) {
 	visitor.Send(room3, "visiting "+markers[len(markers)-1])
 	waitExactlyOnce(t, visitor, room3, m.bot, "visiting "+markers[len(markers)-1])
 
+	// The owner resets their cross-signing (a new master key, as after a
+	// lost recovery key): the bot, trusting the master key it saw first,
+	// reads none of the owner's sessions until an operator who compared the
+	// new key accepts it with `ironclaw matrix trust` (daemon stopped).
+	owner.CrossSign(ownerPass)
+	time.Sleep(3 * time.Second) // the bot's sync learns the owner's keys changed
+	markers = append(markers, "MARKER-mx-reset-2c9d")
+	owner.Send(room, "after a reset "+markers[len(markers)-1])
+	owner.WaitFor(room, m.bot, 90*time.Second, func(ms []mxtest.Message) bool {
+		n := 0
+		for _, msg := range ms {
+			if strings.Contains(msg.Body, "cross-signing does not vouch for") {
+				n++
+			}
+		}
+		return n >= 2 // the unsigned session's, then this one
+	})
+	m.stop()
+	trust := exec.Command(filepath.Join(m.bin, "ironclaw"), "--config", m.config, "matrix", "trust", string(m.owner))
+	trust.Stdin = strings.NewReader("yes\n")
+	if out, err := trust.CombinedOutput(); err != nil || !strings.Contains(string(out), "has changed") || !strings.Contains(string(out), "trusted:") {
+		t.Fatalf("matrix trust: %v\n%s", err, out)
+	}
+	if log, _ := os.ReadFile(filepath.Join(m.install.root, "state", "audit.log")); !strings.Contains(string(log), `"action":"matrix.trust"`) {
+		t.Error("trusting the new master key was not audited")
+	}
+	m.start("")
+	markers = append(markers, "MARKER-mx-trusted-7a1f")
+	owner.Send(room, "trusted again "+markers[len(markers)-1])
+	waitExactlyOnce(t, owner, room, m.bot, "trusted again "+markers[len(markers)-1])
+
 	// The bot's device is cross-signed (the owner's client sees it so
 	// without verifying anything by hand) and its room keys are backed up.
 	for dev, ts := range owner.DeviceTrust(m.bot) {

@@ -13,6 +13,35 @@ import (
 // MatrixCmd groups the Matrix channel's commands.
 type MatrixCmd struct {
 	Login MatrixLoginCmd `cmd:"" help:"Create the bot's Matrix device, cross-sign it and start its key backup (stop the daemon first)."`
+	Trust MatrixTrustCmd `cmd:"" help:"Trust a user's new cross-signing master key after they reset it, once you compared it with their client (stop the daemon first)."`
+}
+
+// MatrixTrustCmd accepts a user's changed master key.
+type MatrixTrustCmd struct {
+	User string `arg:"" help:"The user's exact Matrix id, such as @you:example.org."`
+	Yes  bool   `help:"Do not ask; trust the key the homeserver serves now (for scripts that compared it themselves)."`
+}
+
+// Run shows the keys and, confirmed, trusts the new one.
+func (c MatrixTrustCmd) Run(ctx context.Context, g *Globals) error {
+	cfg, pass, done, err := g.loadWithKey(false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if conn, err := net.DialTimeout("unix", filepath.Join(cfg.RuntimeDir, daemon.AdminSocket), time.Second); err == nil {
+		conn.Close()
+		return fmt.Errorf("the daemon is running; stop it first (it holds the Matrix crypto store)")
+	}
+	confirm := func() bool {
+		if c.Yes {
+			return true
+		}
+		fmt.Fprint(g.stdout, "Type yes to trust it: ")
+		answer, _ := daemon.ReadLine(g.stdin)
+		return answer == "yes"
+	}
+	return daemon.MatrixTrustKey(ctx, cfg, pass, c.User, localActor(), confirm, g.stdout)
 }
 
 // MatrixLoginCmd logs the bot in with matrix.password_file.
