@@ -158,6 +158,26 @@ type Client struct {
 	events []*event.Event // decrypted (or plaintext) room messages and notices, in order
 	wake   chan struct{}
 	echo   bool // guarded by mu: answer every message from others with its own text
+
+	// machMu serialises the test's use of the client's crypto machine with
+	// the sync loop's processing: mautrix caches the account's own
+	// cross-signing keys in a field that sync resets and sending fills,
+	// unguarded (a data race once the account's keys change).
+	machMu sync.Mutex
+}
+
+// lockedSyncer processes each sync response under the client's machMu. It
+// embeds the default syncer whole: the crypto helper finds its Dispatch
+// (for events it decrypts later) by type assertion.
+type lockedSyncer struct {
+	*mautrix.DefaultSyncer
+	mu *sync.Mutex
+}
+
+func (s lockedSyncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.DefaultSyncer.ProcessResponse(ctx, resp, since)
 }
 
 // Echo makes the client answer every text message from someone else with
@@ -208,7 +228,11 @@ func (h *Homeserver) Login(t testing.TB, user id.UserID, password string) *Clien
 		echo := c.echo && evt.Sender != cli.UserID
 		c.mu.Unlock()
 		if echo {
-			go cli.SendText(context.Background(), evt.RoomID, evt.Content.AsMessage().Body)
+			go func() {
+				c.machMu.Lock()
+				defer c.machMu.Unlock()
+				cli.SendText(context.Background(), evt.RoomID, evt.Content.AsMessage().Body)
+			}()
 		}
 		select {
 		case c.wake <- struct{}{}:
@@ -220,6 +244,7 @@ func (h *Homeserver) Login(t testing.TB, user id.UserID, password string) *Clien
 			go cli.JoinRoomByID(context.Background(), evt.RoomID)
 		}
 	})
+	cli.Syncer = lockedSyncer{DefaultSyncer: syncer, mu: &c.machMu}
 	sctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
 	go func() { defer close(c.done); cli.SyncWithContext(sctx) }()
@@ -233,6 +258,8 @@ func (h *Homeserver) Login(t testing.TB, user id.UserID, password string) *Clien
 // trusted only if signed too.
 func (c *Client) CrossSign(password string) {
 	c.t.Helper()
+	c.machMu.Lock()
+	defer c.machMu.Unlock()
 	ctx := context.Background()
 	mach := c.helper.Machine()
 	if _, _, err := mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, password, ""); err != nil {
@@ -284,6 +311,8 @@ func (c *Client) WaitJoined(room id.RoomID, user id.UserID, within time.Duration
 // Send sends a text message (encrypted in an encrypted room) and returns its id.
 func (c *Client) Send(room id.RoomID, text string) id.EventID {
 	c.t.Helper()
+	c.machMu.Lock()
+	defer c.machMu.Unlock()
 	resp, err := c.Cli.SendText(context.Background(), room, text)
 	if err != nil {
 		c.t.Fatal(err)
@@ -294,6 +323,8 @@ func (c *Client) Send(room id.RoomID, text string) id.EventID {
 // SendContent sends arbitrary message content.
 func (c *Client) SendContent(room id.RoomID, content any) id.EventID {
 	c.t.Helper()
+	c.machMu.Lock()
+	defer c.machMu.Unlock()
 	resp, err := c.Cli.SendMessageEvent(context.Background(), room, event.EventMessage, content)
 	if err != nil {
 		c.t.Fatal(err)
@@ -372,6 +403,8 @@ func summary(msgs []Message) string {
 // session the client holds for room (what a thief would need to read it).
 func (c *Client) SessionKeysOf(room id.RoomID) []string {
 	c.t.Helper()
+	c.machMu.Lock()
+	defer c.machMu.Unlock()
 	ctx := context.Background()
 	var out []string
 	sessions, err := c.helper.Machine().CryptoStore.GetGroupSessionsForRoom(ctx, room).AsList()
@@ -391,6 +424,8 @@ func (c *Client) SessionKeysOf(room id.RoomID) []string {
 // user's devices (fetching their keys first).
 func (c *Client) DeviceTrust(user id.UserID) map[id.DeviceID]id.TrustState {
 	c.t.Helper()
+	c.machMu.Lock()
+	defer c.machMu.Unlock()
 	ctx := context.Background()
 	mach := c.helper.Machine()
 	devs, err := mach.FetchKeys(ctx, []id.UserID{user}, true)
