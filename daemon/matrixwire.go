@@ -120,10 +120,10 @@ func (d *Daemon) MatrixTrust(ctx context.Context) (t matrix.Trust, ok bool, err 
 	return t, true, err
 }
 
-// MatrixLogin creates the bot's device (password login), sets up
-// cross-signing and key backup, and prints what it did. The daemon must not
-// be running: it holds the same stores.
-func MatrixLogin(ctx context.Context, cfg config.Config, passphrase io.Reader, out io.Writer) error {
+// offlineMatrix opens what the Matrix channel needs with the daemon stopped
+// (keys, store, audit log, the channel itself), runs fn, and anchors the
+// audit log after it. The commands below share it.
+func offlineMatrix(ctx context.Context, cfg config.Config, passphrase io.Reader, fn func(ch *matrix.Channel, lg *audit.Log) error) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -151,13 +151,25 @@ func MatrixLogin(ctx context.Context, cfg config.Config, passphrase io.Reader, o
 		return err
 	}
 	defer ch.Close()
-	t, err := ch.Devices(ctx)
-	if err != nil {
+	if err := fn(ch, lg); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "logged in as %s\n  device: %s\n  fingerprint: %s\n  cross-signed: %v (%s)\n  key backup: version %s\n",
-		t.Bot.User, t.Bot.Device, t.Bot.Fingerprint, t.CrossSigned, t.Bot.Trust, orNone(t.BackupVersion))
 	return anchor(ctx, st, lg)
+}
+
+// MatrixLogin creates the bot's device (password login), sets up
+// cross-signing and key backup, and prints what it did. The daemon must not
+// be running: it holds the same stores.
+func MatrixLogin(ctx context.Context, cfg config.Config, passphrase io.Reader, out io.Writer) error {
+	return offlineMatrix(ctx, cfg, passphrase, func(ch *matrix.Channel, _ *audit.Log) error {
+		t, err := ch.Devices(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "logged in as %s\n  device: %s\n  fingerprint: %s\n  cross-signed: %v (%s)\n  key backup: version %s\n",
+			t.Bot.User, t.Bot.Device, t.Bot.Fingerprint, t.CrossSigned, t.Bot.Trust, orNone(t.BackupVersion))
+		return nil
+	})
 }
 
 // MatrixTrustKey shows user's master key as the homeserver serves it now
@@ -166,59 +178,34 @@ func MatrixLogin(ctx context.Context, cfg config.Config, passphrase io.Reader, o
 // one: the way back for a user who reset their cross-signing. Audited
 // before it acts. The daemon must not be running.
 func MatrixTrustKey(ctx context.Context, cfg config.Config, passphrase io.Reader, user, actor string, confirm func() bool, out io.Writer) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	if cfg.Matrix.Homeserver == "" {
-		return errors.New("matrix: the config has no [matrix] section (docs/matrix.md)")
-	}
 	if err := policy.CheckMatrixUserID(user); err != nil {
 		return fmt.Errorf("matrix: %w", err)
 	}
-	master, err := keys.Load(keySource(cfg, passphrase))
-	if err != nil {
-		return err
-	}
-	defer master.Destroy()
-	st, lg, err := openStores(cfg, master)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	defer lg.Close()
-	mc, err := matrixConfig(ctx, cfg, master, st)
-	if err != nil {
-		return err
-	}
-	mc.Audit = lg
-	ch, err := matrix.New(ctx, mc)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
-	first, current, err := ch.MasterKey(ctx, id.UserID(user))
-	if err != nil {
-		return err
-	}
-	if first == current {
-		fmt.Fprintf(out, "%s's master key is the one the bot trusts already:\n  %s\nnothing to do.\n", user, current)
+	return offlineMatrix(ctx, cfg, passphrase, func(ch *matrix.Channel, lg *audit.Log) error {
+		first, current, err := ch.MasterKey(ctx, id.UserID(user))
+		if err != nil {
+			return err
+		}
+		if first == current {
+			fmt.Fprintf(out, "%s's master key is the one the bot trusts already:\n  %s\nnothing to do.\n", user, current)
+			return nil
+		}
+		fmt.Fprintf(out, "%s's master key has changed.\n  trusted (first seen): %s\n  served now:           %s\n"+
+			"Trust the new key only if it is the one the user's own client shows (Element: Settings → Security & Privacy → Cryptography);\n"+
+			"a homeserver that swapped it could speak as them.\n", user, first, current)
+		if !confirm() {
+			return errors.New("not trusted: nothing changed")
+		}
+		if _, err := lg.Append(audit.Record{Actor: actor, Action: "matrix.trust", Subject: user,
+			Result: fmt.Sprintf("master key %s replaces %s", current, first)}); err != nil {
+			return fmt.Errorf("audit: %w (nothing changed)", err)
+		}
+		if err := ch.TrustMasterKey(ctx, id.UserID(user), current); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "trusted: the bot reads %s's sessions signed under %s from now on.\n", user, current)
 		return nil
-	}
-	fmt.Fprintf(out, "%s's master key has changed.\n  trusted (first seen): %s\n  served now:           %s\n"+
-		"Trust the new key only if it is the one the user's own client shows (Element: Settings → Security & Privacy → Cryptography);\n"+
-		"a homeserver that swapped it could speak as them.\n", user, first, current)
-	if !confirm() {
-		return errors.New("not trusted: nothing changed")
-	}
-	if _, err := lg.Append(audit.Record{Actor: actor, Action: "matrix.trust", Subject: user,
-		Result: fmt.Sprintf("master key %s replaces %s", current, first)}); err != nil {
-		return fmt.Errorf("audit: %w (nothing changed)", err)
-	}
-	if err := ch.TrustMasterKey(ctx, id.UserID(user), current); err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "trusted: the bot reads %s's sessions signed under %s from now on.\n", user, current)
-	return anchor(ctx, st, lg)
+	})
 }
 
 func orNone(s string) string {

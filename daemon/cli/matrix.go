@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ironclaw/ironclaw/daemon"
+	"github.com/ironclaw/ironclaw/daemon/config"
 )
 
 // MatrixCmd groups the Matrix channel's commands.
@@ -29,9 +30,8 @@ func (c MatrixTrustCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer done()
-	if conn, err := net.DialTimeout("unix", filepath.Join(cfg.RuntimeDir, daemon.AdminSocket), time.Second); err == nil {
-		conn.Close()
-		return fmt.Errorf("the daemon is running; stop it first (it holds the Matrix crypto store)")
+	if err := refuseWhileRunning(cfg, "it holds the Matrix crypto store"); err != nil {
+		return err
 	}
 	confirm := func() bool {
 		if c.Yes {
@@ -54,10 +54,18 @@ func (MatrixLoginCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer done()
-	// The running daemon holds the same stores: refuse rather than race it.
-	if conn, err := net.DialTimeout("unix", filepath.Join(cfg.RuntimeDir, daemon.AdminSocket), time.Second); err == nil {
-		conn.Close()
-		return fmt.Errorf("the daemon is running; stop it first (the daemon also logs in by itself on its first start)")
+	if err := refuseWhileRunning(cfg, "the daemon also logs in by itself on its first start"); err != nil {
+		return err
 	}
 	return daemon.MatrixLogin(ctx, cfg, pass, g.stdout)
+}
+
+// refuseWhileRunning refuses a command that opens the daemon's stores while
+// the daemon runs (it holds them too): why says what would clash.
+func refuseWhileRunning(cfg config.Config, why string) error {
+	if conn, err := net.DialTimeout("unix", filepath.Join(cfg.RuntimeDir, daemon.AdminSocket), time.Second); err == nil {
+		conn.Close()
+		return fmt.Errorf("the daemon is running; stop it first (%s)", why)
+	}
+	return nil
 }

@@ -112,9 +112,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	// A source that failed too often gets no handshake at all.
 	srv.ConnCallback = func(ctx ssh.Context, c net.Conn) net.Conn {
-		if s.limiter.blocked(source(c.LocalAddr(), c.RemoteAddr())) {
+		// Found once per connection (on loopback it reads /proc/net/tcp)
+		// and kept for every key the client offers.
+		src := source(c.LocalAddr(), c.RemoteAddr())
+		if s.limiter.blocked(src) {
 			return nil
 		}
+		ctx.SetValue(sourceKey{}, src)
 		return c
 	}
 	srv.Handler = s.handle
@@ -122,10 +126,16 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// sourceKey keeps a connection's limiter key in its context.
+type sourceKey struct{}
+
 // publicKey admits operator keys only. It runs for every key a client
 // offers (and again for the one it signs with).
 func (s *Server) publicKey(ctx ssh.Context, key ssh.PublicKey) bool {
-	src := source(ctx.LocalAddr(), ctx.RemoteAddr())
+	src, ok := ctx.Value(sourceKey{}).(string)
+	if !ok {
+		src = source(ctx.LocalAddr(), ctx.RemoteAddr())
+	}
 	if s.limiter.blocked(src) {
 		return false
 	}
