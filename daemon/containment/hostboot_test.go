@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,10 +22,8 @@ import (
 // conversation goes on. A mark from this boot (only the daemon restarted)
 // keeps the outbox, and a torn one is refused as hostile, as ever.
 func TestHostRestartDiscardsTheOutbox(t *testing.T) {
-	var mu sync.Mutex
-	boot := "boot-one"
 	d := newDaemon(t, echoPath, func(c *supervisor.Config) {
-		c.BootID = func() (string, error) { mu.Lock(); defer mu.Unlock(); return boot, nil }
+		c.BootID = func() (string, error) { return "boot-one", nil }
 	})
 	d.ask("host-down", "before", 30*time.Second)
 	d.ask("daemon-down", "before", 30*time.Second)

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -48,11 +47,7 @@ func hostBootID() (string, error) {
 // resetAfterHostRestart discards c's outbox if its last sandbox was running
 // when the host went down (see outboxBootFile). Call it before the outbox
 // filesystem is mounted for a start.
-func (s *Supervisor) resetAfterHostRestart(ctx context.Context, c *conv) error {
-	boot, err := s.cfg.BootID()
-	if err != nil {
-		return fmt.Errorf("supervisor: reading the host's boot id (needed to tell a host restart from a daemon restart): %w", err)
-	}
+func (s *Supervisor) resetAfterHostRestart(c *conv) error {
 	mark := filepath.Join(s.sessionDir(c.id), outboxBootFile)
 	was, err := os.ReadFile(mark)
 	switch {
@@ -60,7 +55,7 @@ func (s *Supervisor) resetAfterHostRestart(ctx context.Context, c *conv) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("supervisor: session %s: %w", c.id, err)
-	case strings.TrimSpace(string(was)) == boot:
+	case strings.TrimSpace(string(was)) == s.boot:
 		return nil // the daemon restarted, not the host: the outbox is intact
 	}
 	if err := s.audit("daemon", "outbox.reset", c.id.String(), "", "the host restarted while its sandbox ran: the outbox is discarded and the agent goes on from the daemon's record"); err != nil {
@@ -82,11 +77,7 @@ func (s *Supervisor) resetAfterHostRestart(ctx context.Context, c *conv) error {
 
 // markOutboxBoot records, durably, that c's sandbox starts in this boot.
 func (s *Supervisor) markOutboxBoot(c *conv) error {
-	boot, err := s.cfg.BootID()
-	if err != nil {
-		return fmt.Errorf("supervisor: reading the host's boot id: %w", err)
-	}
-	if err := durable.WriteFile(filepath.Join(s.sessionDir(c.id), outboxBootFile), []byte(boot+"\n"), 0o600); err != nil {
+	if err := durable.WriteFile(filepath.Join(s.sessionDir(c.id), outboxBootFile), []byte(s.boot+"\n"), 0o600); err != nil {
 		return fmt.Errorf("supervisor: session %s: marking the sandbox's start: %w", c.id, err)
 	}
 	return nil

@@ -97,7 +97,7 @@ func (s *Supervisor) ensureSandbox(ctx context.Context, c *conv, restart bool) e
 // startPlan mounts the outbox filesystem, collects what the agent left there and starts the
 // sandbox; on failure it leaves nothing mounted.
 func (s *Supervisor) startPlan(ctx context.Context, c *conv, plan Plan) (box *sandbox.Sandbox, err error) {
-	if err := s.resetAfterHostRestart(ctx, c); err != nil {
+	if err := s.resetAfterHostRestart(c); err != nil {
 		return nil, err
 	}
 	if err := sandbox.PrepareOutbox(plan.OutboxDir, plan.OutboxMiB, plan.OutboxInodes); err != nil {

@@ -148,8 +148,8 @@ type Config struct {
 	// nobody is told.
 	Schedules ScheduleWaker
 	// BootID returns the host's boot id (default: /proc/sys/kernel/random/
-	// boot_id), which tells a host restart from a daemon restart
-	// (hostboot.go). Tests inject one.
+	// boot_id), read once by New; it tells a host restart from a daemon
+	// restart (hostboot.go). Tests inject one.
 	BootID func() (string, error)
 	Log    *slog.Logger
 }
@@ -227,6 +227,8 @@ func ReplyTxnID(session wire.SessionID, seq uint64) string {
 // Supervisor owns every running conversation.
 type Supervisor struct {
 	cfg Config
+	// boot is the host's boot id, read once at New (hostboot.go).
+	boot string
 	// budget is the memory every session's outbox reads share.
 	budget *queue.Budget
 	// createMu serialises session creation, so that two first messages
@@ -307,9 +309,13 @@ func New(cfg Config) (*Supervisor, error) {
 	}
 	// The sessions directory stays 0700: runsc's gofer (root on the host) opens the
 	// bind-mounted directories; nobody else needs even to list them.
+	boot, err := cfg.BootID()
+	if err != nil {
+		return nil, fmt.Errorf("supervisor: reading the host's boot id (needed to tell a host restart from a daemon restart): %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Supervisor{
-		cfg: cfg, ctx: ctx, cancel: cancel, budget: queue.NewBudget(cfg.CopyBudgetMiB << 20),
+		cfg: cfg, boot: boot, ctx: ctx, cancel: cancel, budget: queue.NewBudget(cfg.CopyBudgetMiB << 20),
 		running: map[wire.SessionID]*conv{}, waiters: map[chan Reply]string{}, erased: map[wire.SessionID]bool{},
 		budgets: map[wire.SessionID]*proxy.Budget{}, modelClient: proxy.NewUpstreamClient(cfg.ModelLimits),
 		modelGate: proxy.NewGate(cfg.ModelCalls),
