@@ -196,6 +196,20 @@ func (b *bound) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, err
 		binding = s.Binding
 	}
 	wait := min(time.Duration(max(r.WaitSeconds, 0))*time.Second, MaxChatWait)
+	// A reply stays in the store's delivery intents until a chat hands it
+	// over: one that no chat was waiting for (the client gave up, the
+	// daemon restarted) comes back with the next chat, once. They are
+	// listed before this message is sent, so a fast answer to it is never
+	// among them (the intents do not say which message they answer).
+	// Only the local console session's replies are the chat's to hand
+	// over; another channel's session (Matrix) delivers its own.
+	var earlier []supervisor.Reply
+	if binding == b.s.cfg.LocalBinding {
+		var err error
+		if earlier, err = b.s.cfg.Supervisor.Undelivered(ctx, binding); err != nil {
+			return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "listing undelivered replies: " + err.Error()}
+		}
+	}
 	sub := b.s.cfg.Supervisor.Subscribe(binding)
 	defer b.s.cfg.Supervisor.Unsubscribe(sub)
 	id, seq, err := b.s.cfg.Supervisor.Send(ctx, binding, b.who.Actor, r.Text)
@@ -203,20 +217,9 @@ func (b *bound) Chat(ctx context.Context, r api.ChatRequest) (api.ChatReply, err
 		return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "sending: " + err.Error(), Hint: "see the session's state in `sessions`"}
 	}
 	out := api.ChatReply{Session: id.String(), Seq: seq}
-	// A reply stays in the store's delivery intents until a chat hands it
-	// over: one that no chat was waiting for (the client gave up, the
-	// daemon restarted) comes back with the next chat, once.
-	// Only the local console session's replies are the chat's to hand
-	// over; another channel's session (Matrix) delivers its own.
 	var handed []uint64
-	var earlier []supervisor.Reply
-	if binding == b.s.cfg.LocalBinding {
-		if earlier, err = b.s.cfg.Supervisor.Undelivered(ctx, binding); err != nil {
-			return api.ChatReply{}, &api.Error{Code: api.CodeUnavailable, Message: "listing undelivered replies: " + err.Error()}
-		}
-	}
 	for _, e := range earlier {
-		if e.Session == id && e.InReplyTo != seq {
+		if e.Session == id {
 			out.Earlier = append(out.Earlier, e.Text)
 			handed = append(handed, e.Seq)
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,5 +228,68 @@ func TestProfileAtDiffsAgainstPrevious(t *testing.T) {
 	var ae *api.Error
 	if _, err := b.ProfileAt(context.Background(), a.String(), 3); !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
 		t.Fatalf("missing version: %v", err)
+	}
+}
+
+// chatSup is a supervisor whose agent answers at once: the reply is a
+// pending delivery intent (which does not say what it answers) before Send
+// has even returned, as a fast agent's can be.
+type chatSup struct {
+	Supervisor
+	id        wire.SessionID
+	mu        sync.Mutex
+	pending   []supervisor.Reply
+	delivered []uint64
+	sub       chan supervisor.Reply
+}
+
+func (c *chatSup) Subscribe(string) chan supervisor.Reply { return c.sub }
+func (c *chatSup) Unsubscribe(chan supervisor.Reply)      {}
+
+func (c *chatSup) Send(_ context.Context, _, _, text string) (wire.SessionID, uint64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seq := uint64(len(c.pending)+len(c.delivered)) + 1
+	r := supervisor.Reply{Session: c.id, Text: text, Seq: seq + 100}
+	c.pending = append(c.pending, r) // recorded before it is handed on
+	r.InReplyTo = seq
+	c.sub <- r
+	return c.id, seq, nil
+}
+
+func (c *chatSup) Undelivered(context.Context, string) ([]supervisor.Reply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.pending), nil
+}
+
+func (c *chatSup) Delivered(_ context.Context, _ wire.SessionID, seq uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = slices.DeleteFunc(c.pending, func(r supervisor.Reply) bool { return r.Seq == seq })
+	c.delivered = append(c.delivered, seq)
+	return nil
+}
+
+// A chat shows its own reply once, as the reply, even when the agent
+// answered before the chat looked for earlier undelivered replies; a reply
+// nobody waited for comes with the next chat as "earlier", once.
+func TestChatShowsItsOwnReplyOnce(t *testing.T) {
+	sup := &chatSup{id: sessionID(t, 7), sub: make(chan supervisor.Reply, 4)}
+	b := testBound(Config{Store: &fakeStore{}, Supervisor: sup, LocalBinding: "console:local"})
+	got, err := b.Chat(t.Context(), api.ChatRequest{Text: "hello", WaitSeconds: 5})
+	if err != nil || got.Reply != "hello" || len(got.Earlier) != 0 {
+		t.Fatalf("chat: %+v %v, want the reply once and nothing earlier", got, err)
+	}
+	// Nobody waits for this one: it stays pending.
+	sup.mu.Lock()
+	sup.pending = append(sup.pending, supervisor.Reply{Session: sup.id, Text: "late", Seq: 500})
+	sup.mu.Unlock()
+	got, err = b.Chat(t.Context(), api.ChatRequest{Text: "again", WaitSeconds: 5})
+	if err != nil || got.Reply != "again" || !slices.Equal(got.Earlier, []string{"late"}) {
+		t.Fatalf("second chat: %+v %v, want the late reply once as earlier", got, err)
+	}
+	if len(sup.pending) != 0 {
+		t.Fatalf("still pending after the chats: %+v", sup.pending)
 	}
 }
